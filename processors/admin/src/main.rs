@@ -1,0 +1,239 @@
+//! `formbridge-admin`: operator commands. Every command prints JSON on stdout so scripts and
+//! tests can drive it; errors go to stderr with a non-zero exit.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use formbridge_shared::aws::{AwsClients, ResourceNames};
+use formbridge_shared::sharding::ShardHistory;
+use formbridge_shared::store::DataStore;
+use formbridge_shared::submission::QueueMessage;
+use formbridge_shared::tenant::{TenantProfile, DEFAULT_RETENTION_DAYS};
+use formbridge_shared::{bootstrap, sample, FormId, SiteDomain, SubmissionId, TenantId};
+
+/// Form-Bridge admin CLI. AWS region, credentials and endpoint come from the SDK's standard
+/// settings (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL, ...).
+#[derive(Debug, Parser)]
+#[command(name = "formbridge-admin", version)]
+struct Cli {
+    #[command(flatten)]
+    resources: ResourceNames,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or check every AWS resource (idempotent; reports created/updated/unchanged).
+    Bootstrap,
+    /// Tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Stored submissions.
+    #[command(subcommand)]
+    Submissions(SubmissionsCommand),
+    /// Demo traffic straight onto the ingest queue (bypassing the HTTP endpoint).
+    #[command(subcommand)]
+    Demo(DemoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        #[arg(long)]
+        id: TenantId,
+        #[arg(long)]
+        name: Option<String>,
+        /// Write shards for its submissions (1-256); can only grow later.
+        #[arg(long, default_value_t = 4)]
+        shards: u16,
+        /// Days a stored submission is kept (DynamoDB TTL).
+        #[arg(long, default_value_t = DEFAULT_RETENTION_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        retention_days: u32,
+    },
+    /// Show one tenant's profile.
+    Show {
+        #[arg(long)]
+        id: TenantId,
+    },
+    /// List tenants.
+    List,
+    /// Grow a tenant's shard count (history is kept so older items stay readable).
+    GrowShards {
+        #[arg(long)]
+        id: TenantId,
+        #[arg(long)]
+        count: u16,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SubmissionsCommand {
+    /// The newest submissions of a tenant, gathered across its shards, decoded.
+    List {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One submission by id.
+    Get {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        id: SubmissionId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DemoCommand {
+    /// Enqueue synthetic text-heavy submissions for a tenant.
+    Enqueue {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+        /// Approximate payload size in bytes.
+        #[arg(long, default_value_t = 2048)]
+        size: usize,
+        #[arg(long, default_value = "demo.example.com")]
+        site: SiteDomain,
+        #[arg(long, default_value = "contact")]
+        form: FormId,
+    },
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+async fn profile(store: &DataStore, tenant: &TenantId) -> Result<TenantProfile> {
+    store
+        .get_tenant(tenant)
+        .await?
+        .with_context(|| format!("tenant {tenant} not found"))
+}
+
+async fn execute(cli: Cli) -> Result<Value> {
+    cli.resources.validate()?;
+    let aws = AwsClients::from_env().await;
+    let store = DataStore::new(aws.dynamodb.clone(), cli.resources.table.clone());
+    Ok(match cli.command {
+        Command::Bootstrap => {
+            serde_json::to_value(bootstrap::bootstrap(&aws, &cli.resources).await?)?
+        }
+        Command::Tenant(TenantCommand::Create {
+            id,
+            name,
+            shards,
+            retention_days,
+        }) => {
+            let profile = TenantProfile {
+                name: name.unwrap_or_else(|| id.to_string()),
+                created_at: OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)?,
+                retention_days,
+                shards: ShardHistory::new(shards, now_ms()).context("--shards")?,
+                tenant_id: id,
+            };
+            store.create_tenant(&profile).await?;
+            serde_json::to_value(profile)?
+        }
+        Command::Tenant(TenantCommand::Show { id }) => {
+            serde_json::to_value(profile(&store, &id).await?)?
+        }
+        Command::Tenant(TenantCommand::List) => json!({ "tenants": store.list_tenants().await? }),
+        Command::Tenant(TenantCommand::GrowShards { id, count }) => serde_json::to_value(
+            store
+                .grow_shards(&id, count, now_ms())
+                .await
+                .context("--count")?,
+        )?,
+        Command::Submissions(SubmissionsCommand::List { tenant, limit }) => {
+            let p = profile(&store, &tenant).await?;
+            json!({ "submissions": store.recent_submissions(&tenant, &p, limit).await? })
+        }
+        Command::Submissions(SubmissionsCommand::Get { tenant, id }) => {
+            let p = profile(&store, &tenant).await?;
+            match store.get_submission(&p, &id).await? {
+                Some(s) => serde_json::to_value(s)?,
+                None => bail!("submission {id} of tenant {tenant} not found"),
+            }
+        }
+        Command::Demo(DemoCommand::Enqueue {
+            tenant,
+            count,
+            size,
+            site,
+            form,
+        }) => {
+            let p = profile(&store, &tenant).await?;
+            let url = aws
+                .sqs
+                .get_queue_url()
+                .queue_name(&cli.resources.ingest_queue)
+                .send()
+                .await?
+                .queue_url
+                .unwrap_or_default();
+            let seed = now_ms();
+            let mut ids = Vec::with_capacity(count);
+            let messages: Vec<QueueMessage> = (0..count)
+                .map(|i| {
+                    let Value::Object(payload) = sample::text_heavy_payload(size, seed + i as u64)
+                    else {
+                        unreachable!()
+                    };
+                    let id = SubmissionId::new();
+                    ids.push(id);
+                    QueueMessage::new(
+                        &p,
+                        site.clone(),
+                        form.clone(),
+                        id,
+                        OffsetDateTime::now_utc(),
+                        payload,
+                    )
+                })
+                .collect();
+            for chunk in messages.chunks(10) {
+                let entries = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| {
+                        aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .message_body(serde_json::to_string(m).expect("serialisable"))
+                            .build()
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let out = aws
+                    .sqs
+                    .send_message_batch()
+                    .queue_url(&url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await?;
+                if !out.failed.is_empty() {
+                    bail!("{} messages were refused by the queue", out.failed.len());
+                }
+            }
+            json!({ "enqueued": count, "tenant": tenant, "submission_ids": ids })
+        }
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    match execute(cli).await {
+        Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+        Err(e) => {
+            eprintln!("formbridge-admin: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! The persister: long-polls the ingest queue and writes each submission into `FormBridgeData`.
+//!
+//! Shape: `pollers` tasks receive up to 10 messages each and push them into a bounded channel;
+//! the consumer takes whatever is ready (up to 25, one BatchWriteItem) and runs up to `writers`
+//! batches at once. A batch is: validate and encode every message (pure), send poison messages
+//! to the DLQ with their reason, write the items, and only then delete the messages.
+//!
+//! It must never delete a message whose item is not durably written, and never drop a message
+//! silently: a message it cannot parse goes to the DLQ with a reason; a message it cannot write
+//! stays on the queue and comes back after the visibility timeout (the redrive policy moves it
+//! to the DLQ after repeated failures).
+
+pub mod config;
+pub mod writer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+    SendMessageBatchRequestEntry,
+};
+use futures::{SinkExt, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use formbridge_shared::aws::AwsClients;
+use formbridge_shared::codec::PayloadCodec;
+use formbridge_shared::keys::ItemKey;
+use formbridge_shared::submission::Submission;
+
+pub use config::Config;
+use writer::{write_all, DynamoBatchWrite, MAX_BATCH};
+
+/// Message attribute naming why a message was moved to the DLQ.
+pub const REJECT_REASON_ATTRIBUTE: &str = "formbridge-reject-reason";
+/// Message attribute with the human-readable detail.
+pub const REJECT_DETAIL_ATTRIBUTE: &str = "formbridge-reject-detail";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("cannot resolve queue {name}: {source}")]
+    Queue {
+        name: String,
+        source: aws_sdk_sqs::Error,
+    },
+}
+
+/// What a run did, for logs and tests.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub received: AtomicU64,
+    pub written: AtomicU64,
+    pub deleted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub write_failures: AtomicU64,
+    pub batch_write_calls: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RunSummary {
+    pub received: u64,
+    pub written: u64,
+    pub deleted: u64,
+    pub rejected: u64,
+    pub write_failures: u64,
+    pub batch_write_calls: u64,
+}
+
+impl Counters {
+    fn summary(&self) -> RunSummary {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RunSummary {
+            received: g(&self.received),
+            written: g(&self.written),
+            deleted: g(&self.deleted),
+            rejected: g(&self.rejected),
+            write_failures: g(&self.write_failures),
+            batch_write_calls: g(&self.batch_write_calls),
+        }
+    }
+}
+
+struct Ctx {
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    dlq_url: String,
+    table: DynamoBatchWrite,
+    codec: PayloadCodec,
+    write_retries: u16,
+    counters: Arc<Counters>,
+}
+
+async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String, PersistError> {
+    sqs.get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .map(|o| o.queue_url.unwrap_or_default())
+        .map_err(|e| PersistError::Queue {
+            name: name.to_owned(),
+            source: e.into(),
+        })
+}
+
+/// Runs until `shutdown` is cancelled, then finishes every message already received and returns.
+pub async fn run(
+    config: Config,
+    aws: AwsClients,
+    shutdown: CancellationToken,
+) -> Result<RunSummary, PersistError> {
+    let counters = Arc::new(Counters::default());
+    let ctx = Arc::new(Ctx {
+        queue_url: queue_url(&aws.sqs, &config.resources.ingest_queue).await?,
+        dlq_url: queue_url(&aws.sqs, &config.resources.ingest_dlq).await?,
+        sqs: aws.sqs.clone(),
+        table: DynamoBatchWrite {
+            client: aws.dynamodb.clone(),
+            table: config.resources.table.clone(),
+        },
+        codec: PayloadCodec {
+            threshold: config.compress_threshold,
+            quality: config.brotli_quality,
+            ..PayloadCodec::default()
+        },
+        write_retries: config.write_retries,
+        counters: counters.clone(),
+    });
+    tracing::info!(queue = %ctx.queue_url, table = %ctx.table.table, pollers = config.pollers, writers = config.writers, "persister started");
+
+    let (tx, rx) = futures::channel::mpsc::channel::<Message>(usize::from(config.pollers) * 10);
+    let pollers: Vec<_> = (0..config.pollers)
+        .map(|i| {
+            tokio::spawn(poll(
+                ctx.clone(),
+                tx.clone(),
+                shutdown.clone(),
+                config.wait_seconds,
+                i,
+            ))
+        })
+        .collect();
+    drop(tx);
+
+    // The stream ends when every poller has stopped and dropped its sender, so everything that
+    // was received is handled before `run` returns.
+    rx.ready_chunks(MAX_BATCH)
+        .map(|batch| handle_batch(ctx.clone(), batch))
+        .buffer_unordered(usize::from(config.writers))
+        .for_each(|()| async {})
+        .await;
+    for p in pollers {
+        let _ = p.await;
+    }
+    let summary = counters.summary();
+    tracing::info!(?summary, "persister stopped");
+    Ok(summary)
+}
+
+async fn poll(
+    ctx: Arc<Ctx>,
+    mut tx: futures::channel::mpsc::Sender<Message>,
+    shutdown: CancellationToken,
+    wait_seconds: u8,
+    poller: u16,
+) {
+    let mut failures = 0u32;
+    while !shutdown.is_cancelled() {
+        // A receive in flight is allowed to finish (at most `wait_seconds`): aborting it could
+        // leave messages invisible until their visibility timeout.
+        let out = ctx
+            .sqs
+            .receive_message()
+            .queue_url(&ctx.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(i32::from(wait_seconds))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await;
+        match out {
+            Ok(out) => {
+                failures = 0;
+                for m in out.messages.unwrap_or_default() {
+                    ctx.counters.received.fetch_add(1, Ordering::Relaxed);
+                    if tx.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                let delay = Duration::from_millis(200 * u64::from(failures.min(25)));
+                tracing::warn!(poller, error = %aws_sdk_sqs::Error::from(e), ?delay, "receive failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Messages whose items share one key (redeliveries of one submission, or duplicates sent by
+/// a replay) are written once and all deleted after that write.
+struct Prepared {
+    items: BTreeMap<
+        ItemKey,
+        (
+            HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+            Vec<String>,
+        ),
+    >,
+    rejected: Vec<(Message, formbridge_shared::submission::MessageError)>,
+}
+
+fn prepare(codec: &PayloadCodec, batch: Vec<Message>) -> Prepared {
+    let mut items: BTreeMap<ItemKey, (HashMap<_, _>, Vec<String>)> = BTreeMap::new();
+    let mut rejected = Vec::new();
+    for m in batch {
+        let handle = m.receipt_handle.clone().unwrap_or_default();
+        match Submission::from_message_body(m.body().unwrap_or_default()) {
+            Ok(sub) => {
+                let entry = items
+                    .entry(sub.key())
+                    .or_insert_with(|| (sub.to_item(codec), Vec::new()));
+                entry.1.push(handle);
+            }
+            Err(e) => rejected.push((m, e)),
+        }
+    }
+    Prepared { items, rejected }
+}
+
+async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Message>) {
+    let Prepared { items, rejected } = prepare(&ctx.codec, batch);
+    let mut deletable = Vec::new();
+    if !rejected.is_empty() {
+        deletable.extend(dead_letter(&ctx, rejected).await);
+    }
+    if !items.is_empty() {
+        let n = items.len() as u64;
+        let (requests, handles): (Vec<_>, Vec<_>) = items
+            .into_values()
+            .map(|(item, handles)| {
+                let put = PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .expect("item is set");
+                (WriteRequest::builder().put_request(put).build(), handles)
+            })
+            .unzip();
+        match write_all(
+            &ctx.table,
+            requests,
+            writer::unprocessed_backoff(ctx.write_retries),
+        )
+        .await
+        {
+            Ok(calls) => {
+                ctx.counters.written.fetch_add(n, Ordering::Relaxed);
+                ctx.counters
+                    .batch_write_calls
+                    .fetch_add(u64::from(calls), Ordering::Relaxed);
+                metrics::counter!("persister_items_written_total").increment(n);
+                deletable.extend(handles.into_iter().flatten());
+            }
+            Err(e) => {
+                // Not deleted: SQS redelivers after the visibility timeout, and the rewrite is
+                // idempotent. After maxReceiveCount failures the redrive policy moves them to the DLQ.
+                ctx.counters.write_failures.fetch_add(n, Ordering::Relaxed);
+                metrics::counter!("persister_write_failures_total").increment(n);
+                tracing::error!(error = %e, items = n, "batch not written; messages left for redelivery");
+            }
+        }
+    }
+    delete(&ctx, deletable).await;
+}
+
+/// Sends rejected messages to the DLQ with their reason; returns the receipt handles that may
+/// now be deleted from the ingest queue (those the DLQ accepted).
+async fn dead_letter(
+    ctx: &Ctx,
+    rejected: Vec<(Message, formbridge_shared::submission::MessageError)>,
+) -> Vec<String> {
+    let mut deletable = Vec::new();
+    for chunk in rejected.chunks(10) {
+        let entries: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, (m, e))| {
+                let attr = |v: &str| {
+                    MessageAttributeValue::builder()
+                        .data_type("String")
+                        .string_value(v)
+                        .build()
+                        .expect("set")
+                };
+                let detail: String = e.to_string().chars().take(512).collect();
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(m.body().filter(|b| !b.is_empty()).unwrap_or("(empty)"))
+                    .message_attributes(REJECT_REASON_ATTRIBUTE, attr(e.code()))
+                    .message_attributes(REJECT_DETAIL_ATTRIBUTE, attr(&detail))
+                    .build()
+                    .expect("id and body are set")
+            })
+            .collect();
+        let sent = ctx
+            .sqs
+            .send_message_batch()
+            .queue_url(&ctx.dlq_url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        let ok_ids: Vec<String> = match sent {
+            Ok(out) => out.successful.iter().map(|s| s.id.clone()).collect(),
+            Err(e) => {
+                tracing::error!(error = %aws_sdk_sqs::Error::from(e), "could not move rejected messages to the DLQ; they stay queued and the redrive policy will move them");
+                Vec::new()
+            }
+        };
+        for (i, (m, e)) in chunk.iter().enumerate() {
+            // The body is not logged: it may carry personal data.
+            let moved = ok_ids.contains(&i.to_string());
+            tracing::warn!(message_id = m.message_id().unwrap_or_default(), reason = e.code(), detail = %e, moved_to_dlq = moved, "rejected queue message");
+            if moved {
+                ctx.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("persister_messages_rejected_total", "reason" => e.code())
+                    .increment(1);
+                deletable.push(m.receipt_handle.clone().unwrap_or_default());
+            }
+        }
+    }
+    deletable
+}
+
+async fn delete(ctx: &Ctx, handles: Vec<String>) {
+    for chunk in handles.chunks(10) {
+        let entries: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(h)
+                    .build()
+                    .expect("set")
+            })
+            .collect();
+        match ctx
+            .sqs
+            .delete_message_batch()
+            .queue_url(&ctx.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(out) => {
+                ctx.counters
+                    .deleted
+                    .fetch_add(out.successful.len() as u64, Ordering::Relaxed);
+                for f in out.failed {
+                    // Harmless: the message comes back and rewrites the same item.
+                    tracing::warn!(code = f.code, "delete failed; message will be redelivered");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %aws_sdk_sqs::Error::from(e), "delete batch failed; messages will be redelivered")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(body: &str, handle: &str) -> Message {
+        Message::builder()
+            .body(body)
+            .receipt_handle(handle)
+            .message_id(handle)
+            .build()
+    }
+
+    #[test]
+    fn duplicates_in_a_batch_become_one_item_and_every_copy_is_deleted() {
+        let Ok(serde_json::Value::Object(payload)) =
+            serde_json::from_str(r#"{"fields":{"a":"b"}}"#)
+        else {
+            panic!()
+        };
+        let m = formbridge_shared::submission::QueueMessage {
+            v: 1,
+            submission_id: formbridge_shared::SubmissionId::new(),
+            tenant_id: formbridge_shared::TenantId::parse("acme").unwrap(),
+            site: formbridge_shared::SiteDomain::parse("example.com").unwrap(),
+            form_id: formbridge_shared::FormId::parse("contact").unwrap(),
+            received_at: "2026-11-25T08:00:00Z".into(),
+            shard_count: 2,
+            expires_at: 1_900_000_000,
+            payload,
+        };
+        let body = serde_json::to_string(&m).unwrap();
+        let p = prepare(
+            &PayloadCodec::default(),
+            vec![msg(&body, "h1"), msg(&body, "h2"), msg("{oops", "h3")],
+        );
+        assert_eq!(p.items.len(), 1);
+        assert_eq!(
+            p.items.values().next().unwrap().1,
+            vec!["h1".to_string(), "h2".to_string()]
+        );
+        assert_eq!(p.rejected.len(), 1);
+        assert_eq!(p.rejected[0].1.code(), "malformed_json");
+    }
+}

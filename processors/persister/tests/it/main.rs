@@ -1,0 +1,4 @@
+//! The persister against the local engine (started by ./deploy/local/test.sh).
+
+mod helpers;
+mod pipeline;

@@ -1,0 +1,21 @@
+//! The Form-Bridge data layer, shared by every process: typed ids, the one module that builds
+//! keys, the payload codec, write sharding, request-unit arithmetic, the queue message and item
+//! formats, the AWS client factory and the resource bootstrap.
+
+pub mod aws;
+pub mod bootstrap;
+pub mod capacity;
+pub mod codec;
+pub mod ids;
+pub mod keys;
+pub mod sample;
+pub mod sharding;
+pub mod shutdown;
+pub mod store;
+pub mod submission;
+pub mod telemetry;
+pub mod tenant;
+
+pub use ids::{DestinationId, FormId, IdError, SiteDomain, SubmissionId, TenantId};
+#[cfg(feature = "testing")]
+pub mod testing;

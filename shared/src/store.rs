@@ -1,0 +1,267 @@
+//! Reads and writes of `FormBridgeData` that more than one process needs. Every function that
+//! touches a tenant's items takes the `TenantId` it was given by an authenticated caller; there
+//! is no way to list or read a tenant partition without one, and nothing here scans.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+
+use crate::ids::{SubmissionId, TenantId};
+use crate::keys;
+use crate::submission::{ItemError, StoredSubmission};
+use crate::tenant::TenantProfile;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("DynamoDB request failed: {0}")]
+    Dynamo(#[from] aws_sdk_dynamodb::Error),
+    #[error("tenant {0} already exists")]
+    TenantExists(TenantId),
+    #[error("tenant {0} not found")]
+    TenantNotFound(TenantId),
+    #[error("tenant {0} changed concurrently; read it again")]
+    Conflict(TenantId),
+    #[error("stored tenant profile {0} is unreadable")]
+    CorruptTenant(TenantId),
+    #[error("stored item is unreadable: {0}")]
+    Item(#[from] ItemError),
+    #[error(transparent)]
+    Shards(#[from] crate::sharding::ShardHistoryError),
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed (the SDK has already retried transient errors).
+    pub fn is_retryable(&self) -> bool {
+        use aws_sdk_dynamodb::Error as E;
+        match self {
+            StoreError::Dynamo(e) => matches!(
+                e,
+                E::ProvisionedThroughputExceededException(_)
+                    | E::RequestLimitExceeded(_)
+                    | E::InternalServerError(_)
+                    | E::ThrottlingException(_)
+            ),
+            StoreError::Conflict(_) => true,
+            _ => false,
+        }
+    }
+}
+
+fn sdk<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
+where
+    aws_sdk_dynamodb::Error: From<aws_sdk_dynamodb::error::SdkError<E, R>>,
+{
+    StoreError::Dynamo(e.into())
+}
+
+fn is_condition_failure(e: &aws_sdk_dynamodb::Error) -> bool {
+    matches!(
+        e,
+        aws_sdk_dynamodb::Error::ConditionalCheckFailedException(_)
+    )
+}
+
+/// Handle on the data table.
+#[derive(Debug, Clone)]
+pub struct DataStore {
+    client: Client,
+    table: String,
+}
+
+impl DataStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates a tenant; fails if it exists.
+    pub async fn create_tenant(&self, profile: &TenantProfile) -> Result<(), StoreError> {
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(profile.to_item()))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await;
+        match r.map_err(sdk) {
+            Err(StoreError::Dynamo(e)) if is_condition_failure(&e) => {
+                Err(StoreError::TenantExists(profile.tenant_id.clone()))
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    pub async fn get_tenant(&self, tenant: &TenantId) -> Result<Option<TenantProfile>, StoreError> {
+        let key = keys::tenant_profile(tenant);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(keys::PK, AttributeValue::S(key.pk))
+            .key(keys::SK, AttributeValue::S(key.sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk)?;
+        match out.item {
+            None => Ok(None),
+            Some(item) => TenantProfile::from_item(&item)
+                .map(Some)
+                .ok_or_else(|| StoreError::CorruptTenant(tenant.clone())),
+        }
+    }
+
+    /// Grows a tenant's shard count, keeping the history. Conditional on the count read, so two
+    /// concurrent changes cannot lose one another.
+    pub async fn grow_shards(
+        &self,
+        tenant: &TenantId,
+        count: u16,
+        now_ms: u64,
+    ) -> Result<TenantProfile, StoreError> {
+        let mut profile = self
+            .get_tenant(tenant)
+            .await?
+            .ok_or_else(|| StoreError::TenantNotFound(tenant.clone()))?;
+        let before = profile.shards.current();
+        profile.shards.grow(count, now_ms)?;
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(profile.to_item()))
+            .condition_expression("shard_count = :before")
+            .expression_attribute_values(":before", AttributeValue::N(before.to_string()))
+            .send()
+            .await;
+        match r.map_err(sdk) {
+            Err(StoreError::Dynamo(e)) if is_condition_failure(&e) => {
+                Err(StoreError::Conflict(tenant.clone()))
+            }
+            other => other.map(|_| profile),
+        }
+    }
+
+    /// Lists tenants from the GSI1 directory.
+    pub async fn list_tenants(&self) -> Result<Vec<TenantId>, StoreError> {
+        let pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("GSI1")
+            .key_condition_expression("GSI1PK = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(keys::TENANT_DIRECTORY_PK.into()))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(sdk)?;
+        Ok(pages
+            .iter()
+            .filter_map(|i| {
+                match keys::Entity::classify(i.get(keys::PK)?.as_s().ok()?, "PROFILE") {
+                    keys::Entity::TenantProfile { tenant } => Some(tenant),
+                    _ => None,
+                }
+            })
+            .collect())
+    }
+
+    /// The newest `limit` submissions of a tenant, newest first. Gathers across every shard the
+    /// tenant has ever written to (one Query each, newest first) and merges by id.
+    pub async fn recent_submissions(
+        &self,
+        tenant: &TenantId,
+        profile: &TenantProfile,
+        limit: usize,
+    ) -> Result<Vec<StoredSubmission>, StoreError> {
+        debug_assert_eq!(&profile.tenant_id, tenant);
+        let mut all = Vec::new();
+        for shard in profile.shards.read_shards() {
+            let mut items = self.shard_submissions(tenant, shard, limit).await?;
+            all.append(&mut items);
+        }
+        all.sort_by_key(|s| std::cmp::Reverse(s.submission_id));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// Up to `limit` submissions of one shard, newest first (delivery items are skipped).
+    pub async fn shard_submissions(
+        &self,
+        tenant: &TenantId,
+        shard: u16,
+        limit: usize,
+    ) -> Result<Vec<StoredSubmission>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("PK = :pk AND begins_with(SK, :sub)")
+                .expression_attribute_values(
+                    ":pk",
+                    AttributeValue::S(keys::submission_pk(tenant, shard)),
+                )
+                .expression_attribute_values(":sub", AttributeValue::S("SUB#".into()))
+                .scan_index_forward(false)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk)?;
+            for item in page.items() {
+                match StoredSubmission::from_item(item) {
+                    Ok(s) => out.push(s),
+                    Err(ItemError::NotASubmission) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// One submission by id, trying each shard it may have been written to.
+    pub async fn get_submission(
+        &self,
+        profile: &TenantProfile,
+        id: &SubmissionId,
+    ) -> Result<Option<StoredSubmission>, StoreError> {
+        for shard in profile.shards.candidate_shards(id) {
+            let key = keys::submission(&profile.tenant_id, shard, id);
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key(keys::PK, AttributeValue::S(key.pk))
+                .key(keys::SK, AttributeValue::S(key.sk))
+                .send()
+                .await
+                .map_err(sdk)?;
+            if let Some(item) = out.item {
+                return Ok(Some(StoredSubmission::from_item(&item)?));
+            }
+        }
+        Ok(None)
+    }
+}

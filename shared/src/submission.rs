@@ -1,0 +1,382 @@
+//! A submission's two wire forms: the queue message that ingest enqueues (schema:
+//! `schemas/queue-submission.schema.json`) and the DynamoDB item the persister writes.
+//!
+//! Every attribute of the item is fixed by the message (ids, shard count, received-at, TTL), and
+//! encoding is deterministic, so a redelivered message rewrites a byte-identical item. Nothing in
+//! here may consult the clock.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::codec::{self, Codec, PayloadCodec};
+use crate::ids::{FormId, SiteDomain, SubmissionId, TenantId};
+use crate::keys::{self, ItemKey};
+use crate::sharding::{shard_of, MAX_SHARDS};
+
+/// The queue message format version this code writes and reads.
+pub const MESSAGE_VERSION: u8 = 1;
+
+/// The largest payload accepted: what one SQS message holds.
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// The queue message. Field names are the public contract between ingest (and replays) and the
+/// persister; the JSON Schema in `schemas/` says the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueMessage {
+    pub v: u8,
+    pub submission_id: SubmissionId,
+    pub tenant_id: TenantId,
+    pub site: SiteDomain,
+    pub form_id: FormId,
+    /// When ingest accepted it, RFC 3339 UTC.
+    pub received_at: String,
+    /// The tenant's shard count when the submission was accepted.
+    pub shard_count: u16,
+    /// When the stored submission expires (DynamoDB TTL, epoch seconds).
+    pub expires_at: i64,
+    /// `{"fields": {...}, "meta": {...}, "submitted_at": ...}` as the site sent it.
+    pub payload: Map<String, Value>,
+}
+
+impl QueueMessage {
+    /// Builds the message ingest enqueues: every attribute of the future item is fixed here,
+    /// from the tenant profile in force at `received_at`, so redelivery rewrites the same item.
+    pub fn new(
+        profile: &crate::tenant::TenantProfile,
+        site: SiteDomain,
+        form_id: FormId,
+        submission_id: SubmissionId,
+        received_at: OffsetDateTime,
+        payload: Map<String, Value>,
+    ) -> QueueMessage {
+        let received_at = received_at.to_offset(time::UtcOffset::UTC);
+        QueueMessage {
+            v: MESSAGE_VERSION,
+            submission_id,
+            tenant_id: profile.tenant_id.clone(),
+            site,
+            form_id,
+            received_at: received_at.format(&Rfc3339).unwrap_or_default(),
+            shard_count: profile.shards.current(),
+            expires_at: received_at.unix_timestamp() + i64::from(profile.retention_days) * 86_400,
+            payload,
+        }
+    }
+}
+
+/// Why a queue message was rejected. The persister sends it to the DLQ with this reason.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error("message is not valid JSON for the queue schema: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("unsupported message version {0} (this build reads {MESSAGE_VERSION})")]
+    Version(u8),
+    #[error("shard_count must be between 1 and {MAX_SHARDS}, got {0}")]
+    ShardCount(u16),
+    #[error("received_at {0:?} is not an RFC 3339 timestamp")]
+    ReceivedAt(String),
+    #[error("expires_at must be after received_at")]
+    ExpiresAt,
+    #[error("payload.fields must be a JSON object")]
+    Fields,
+    #[error("payload.meta must be an object and payload.submitted_at a string")]
+    Envelope,
+    #[error("payload is {0} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit")]
+    TooLarge(usize),
+}
+
+impl MessageError {
+    /// A stable code for the DLQ reason attribute and metrics labels.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MessageError::Json(_) => "malformed_json",
+            MessageError::Version(_) => "unsupported_version",
+            MessageError::ShardCount(_) => "bad_shard_count",
+            MessageError::ReceivedAt(_) => "bad_received_at",
+            MessageError::ExpiresAt => "bad_expires_at",
+            MessageError::Fields => "bad_fields",
+            MessageError::Envelope => "bad_envelope",
+            MessageError::TooLarge(_) => "payload_too_large",
+        }
+    }
+}
+
+/// A validated submission, ready to become an item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    pub id: SubmissionId,
+    pub tenant: TenantId,
+    pub site: SiteDomain,
+    pub form: FormId,
+    pub received_at: OffsetDateTime,
+    pub shard: u16,
+    pub expires_at: i64,
+    /// The payload serialised canonically (object keys sorted), so it is stable across retries.
+    pub raw_payload: Vec<u8>,
+}
+
+impl Submission {
+    /// Parses and validates a queue message body.
+    pub fn from_message_body(body: &str) -> Result<Submission, MessageError> {
+        Self::from_message(serde_json::from_str(body)?)
+    }
+
+    pub fn from_message(m: QueueMessage) -> Result<Submission, MessageError> {
+        if m.v != MESSAGE_VERSION {
+            return Err(MessageError::Version(m.v));
+        }
+        if m.shard_count == 0 || m.shard_count > MAX_SHARDS {
+            return Err(MessageError::ShardCount(m.shard_count));
+        }
+        let received_at = OffsetDateTime::parse(&m.received_at, &Rfc3339)
+            .map_err(|_| MessageError::ReceivedAt(m.received_at.chars().take(40).collect()))?;
+        if m.expires_at <= received_at.unix_timestamp() {
+            return Err(MessageError::ExpiresAt);
+        }
+        if !m.payload.get("fields").is_some_and(Value::is_object) {
+            return Err(MessageError::Fields);
+        }
+        if m.payload.get("meta").is_some_and(|v| !v.is_object())
+            || m.payload
+                .get("submitted_at")
+                .is_some_and(|v| !v.is_string())
+        {
+            return Err(MessageError::Envelope);
+        }
+        let raw_payload = serde_json::to_vec(&m.payload)?;
+        if raw_payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(MessageError::TooLarge(raw_payload.len()));
+        }
+        Ok(Submission {
+            shard: shard_of(&m.submission_id, m.shard_count),
+            id: m.submission_id,
+            tenant: m.tenant_id,
+            site: m.site,
+            form: m.form_id,
+            received_at,
+            expires_at: m.expires_at,
+            raw_payload,
+        })
+    }
+
+    pub fn key(&self) -> ItemKey {
+        keys::submission(&self.tenant, self.shard, &self.id)
+    }
+
+    /// The DynamoDB item. Attribute names are short on purpose: they count toward item size.
+    pub fn to_item(&self, codec: &PayloadCodec) -> HashMap<String, AttributeValue> {
+        let encoded = codec.encode(&self.raw_payload);
+        let key = self.key();
+        let received_at = self.received_at.format(&Rfc3339).unwrap_or_default();
+        HashMap::from([
+            (keys::PK.to_owned(), AttributeValue::S(key.pk)),
+            (keys::SK.to_owned(), AttributeValue::S(key.sk)),
+            ("site".to_owned(), AttributeValue::S(self.site.to_string())),
+            (
+                "form_id".to_owned(),
+                AttributeValue::S(self.form.to_string()),
+            ),
+            ("received_at".to_owned(), AttributeValue::S(received_at)),
+            (
+                keys::TTL.to_owned(),
+                AttributeValue::N(self.expires_at.to_string()),
+            ),
+            (
+                "raw_size".to_owned(),
+                AttributeValue::N(self.raw_payload.len().to_string()),
+            ),
+            (
+                "codec".to_owned(),
+                AttributeValue::S(encoded.codec.marker().to_owned()),
+            ),
+            (
+                "payload".to_owned(),
+                AttributeValue::B(Blob::new(encoded.bytes)),
+            ),
+        ])
+    }
+}
+
+/// A submission read back from the table, payload decoded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredSubmission {
+    pub tenant_id: TenantId,
+    pub submission_id: SubmissionId,
+    pub shard: u16,
+    pub site: String,
+    pub form_id: String,
+    pub received_at: String,
+    pub expires_at: i64,
+    pub raw_size: usize,
+    pub stored_size: usize,
+    pub codec: &'static str,
+    pub payload: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ItemError {
+    #[error("item key is not a submission key")]
+    NotASubmission,
+    #[error("item attribute {0:?} is missing or has the wrong type")]
+    Attribute(&'static str),
+    #[error(transparent)]
+    Codec(#[from] codec::CodecError),
+    #[error("stored payload is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn s<'a>(
+    item: &'a HashMap<String, AttributeValue>,
+    name: &'static str,
+) -> Result<&'a str, ItemError> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+        .ok_or(ItemError::Attribute(name))
+}
+
+fn n<T: std::str::FromStr>(
+    item: &HashMap<String, AttributeValue>,
+    name: &'static str,
+) -> Result<T, ItemError> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or(ItemError::Attribute(name))
+}
+
+impl StoredSubmission {
+    pub fn from_item(
+        item: &HashMap<String, AttributeValue>,
+    ) -> Result<StoredSubmission, ItemError> {
+        let (tenant, shard, id) =
+            match keys::Entity::classify(s(item, keys::PK)?, s(item, keys::SK)?) {
+                keys::Entity::Submission { tenant, shard, id } => (tenant, shard, id),
+                _ => return Err(ItemError::NotASubmission),
+            };
+        let codec = Codec::from_marker(s(item, "codec")?)?;
+        let bytes = item
+            .get("payload")
+            .and_then(|v| v.as_b().ok())
+            .ok_or(ItemError::Attribute("payload"))?;
+        let raw = codec::decode(codec, bytes.as_ref())?;
+        Ok(StoredSubmission {
+            tenant_id: tenant,
+            submission_id: id,
+            shard,
+            site: s(item, "site")?.to_owned(),
+            form_id: s(item, "form_id")?.to_owned(),
+            received_at: s(item, "received_at")?.to_owned(),
+            expires_at: n(item, keys::TTL)?,
+            raw_size: n(item, "raw_size")?,
+            stored_size: crate::capacity::item_size(item),
+            codec: codec.marker(),
+            payload: serde_json::from_slice(&raw)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::text_heavy_payload;
+
+    pub(crate) fn message(size: usize) -> QueueMessage {
+        let Value::Object(payload) = text_heavy_payload(size, 3) else {
+            unreachable!()
+        };
+        QueueMessage {
+            v: 1,
+            submission_id: SubmissionId::parse("01JDQ7Z8X0000000000000000A").unwrap(),
+            tenant_id: TenantId::parse("acme").unwrap(),
+            site: SiteDomain::parse("www.example.com").unwrap(),
+            form_id: FormId::parse("contact").unwrap(),
+            received_at: "2026-11-25T08:00:00.123Z".into(),
+            shard_count: 4,
+            expires_at: 1_800_000_000,
+            payload,
+        }
+    }
+
+    #[test]
+    fn item_round_trips_through_decode() {
+        for size in [200, 2048, 12 * 1024] {
+            let m = message(size);
+            let sub = Submission::from_message(m.clone()).unwrap();
+            let item = sub.to_item(&PayloadCodec::default());
+            let back = StoredSubmission::from_item(&item).unwrap();
+            assert_eq!(back.payload, Value::Object(m.payload.clone()));
+            assert_eq!(back.submission_id, m.submission_id);
+            assert_eq!(back.tenant_id, m.tenant_id);
+            assert_eq!(back.expires_at, m.expires_at);
+            assert_eq!(back.codec, if size > 1024 { "br" } else { "id" });
+            assert!(back.shard < 4);
+        }
+    }
+
+    #[test]
+    fn the_same_message_builds_the_same_item() {
+        let body = serde_json::to_string(&message(4096)).unwrap();
+        let a = Submission::from_message_body(&body)
+            .unwrap()
+            .to_item(&PayloadCodec::default());
+        let b = Submission::from_message_body(&body)
+            .unwrap()
+            .to_item(&PayloadCodec::default());
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn bad_messages_name_their_problem() {
+        let mut m = message(100);
+        m.v = 2;
+        assert_eq!(
+            Submission::from_message(m).unwrap_err().code(),
+            "unsupported_version"
+        );
+        let mut m = message(100);
+        m.shard_count = 0;
+        assert_eq!(
+            Submission::from_message(m).unwrap_err().code(),
+            "bad_shard_count"
+        );
+        let mut m = message(100);
+        m.received_at = "yesterday".into();
+        assert_eq!(
+            Submission::from_message(m).unwrap_err().code(),
+            "bad_received_at"
+        );
+        let mut m = message(100);
+        m.expires_at = 0;
+        assert_eq!(
+            Submission::from_message(m).unwrap_err().code(),
+            "bad_expires_at"
+        );
+        let mut m = message(100);
+        m.payload.insert("fields".into(), Value::String("x".into()));
+        assert_eq!(
+            Submission::from_message(m).unwrap_err().code(),
+            "bad_fields"
+        );
+        let forged = serde_json::to_string(&message(100))
+            .unwrap()
+            .replace("\"acme\"", "\"acme#SUB\"");
+        assert_eq!(
+            Submission::from_message_body(&forged).unwrap_err().code(),
+            "malformed_json"
+        );
+        assert_eq!(
+            Submission::from_message_body("{not json")
+                .unwrap_err()
+                .code(),
+            "malformed_json"
+        );
+    }
+}

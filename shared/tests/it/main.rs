@@ -1,0 +1,5 @@
+//! Integration tests of the data layer: schema fixtures, and the bootstrap and store against the
+//! local engine (started by ./deploy/local/test.sh).
+
+mod schemas;
+mod stack;
