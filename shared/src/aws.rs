@@ -42,39 +42,19 @@ impl AwsClients {
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct ResourceNames {
     /// The single data table.
-    #[arg(
-        long = "table",
-        env = "FORMBRIDGE_TABLE",
-        default_value = "FormBridgeData"
-    )]
+    #[arg(long = "table", env = "FORMBRIDGE_TABLE", default_value = "FormBridgeData")]
     pub table: String,
     /// Stream leases and checkpoints (kept out of the data table so renewals don't flood its stream).
-    #[arg(
-        long = "control-table",
-        env = "FORMBRIDGE_CONTROL_TABLE",
-        default_value = "FormBridgeControl"
-    )]
+    #[arg(long = "control-table", env = "FORMBRIDGE_CONTROL_TABLE", default_value = "FormBridgeControl")]
     pub control_table: String,
     /// The queue ingest writes and the persister reads.
-    #[arg(
-        long = "ingest-queue",
-        env = "FORMBRIDGE_INGEST_QUEUE",
-        default_value = "formbridge-ingest"
-    )]
+    #[arg(long = "ingest-queue", env = "FORMBRIDGE_INGEST_QUEUE", default_value = "formbridge-ingest")]
     pub ingest_queue: String,
     /// Where poison messages end up.
-    #[arg(
-        long = "ingest-dlq",
-        env = "FORMBRIDGE_INGEST_DLQ",
-        default_value = "formbridge-ingest-dlq"
-    )]
+    #[arg(long = "ingest-dlq", env = "FORMBRIDGE_INGEST_DLQ", default_value = "formbridge-ingest-dlq")]
     pub ingest_dlq: String,
     /// The custom EventBridge bus for Form-Bridge events.
-    #[arg(
-        long = "event-bus",
-        env = "FORMBRIDGE_EVENT_BUS",
-        default_value = "formbridge"
-    )]
+    #[arg(long = "event-bus", env = "FORMBRIDGE_EVENT_BUS", default_value = "formbridge")]
     pub event_bus: String,
 }
 
@@ -116,45 +96,26 @@ impl ResourceNames {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let table_ok = |s: &str| {
             (3..=255).contains(&s.len())
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
         };
         let queue_ok = |s: &str| {
-            (1..=80).contains(&s.len())
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+            (1..=80).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
         };
         let bus_ok = |s: &str| {
             (1..=256).contains(&s.len())
                 && s != "default"
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
         };
         let checks: [(&'static str, &str, bool, &'static str); 5] = [
-            (
-                "FORMBRIDGE_TABLE",
-                &self.table,
-                table_ok(&self.table),
-                "3-255 of A-Z a-z 0-9 _ - .",
-            ),
+            ("FORMBRIDGE_TABLE", &self.table, table_ok(&self.table), "3-255 of A-Z a-z 0-9 _ - ."),
             (
                 "FORMBRIDGE_CONTROL_TABLE",
                 &self.control_table,
                 table_ok(&self.control_table),
                 "3-255 of A-Z a-z 0-9 _ - .",
             ),
-            (
-                "FORMBRIDGE_INGEST_QUEUE",
-                &self.ingest_queue,
-                queue_ok(&self.ingest_queue),
-                "1-80 of A-Z a-z 0-9 _ -",
-            ),
-            (
-                "FORMBRIDGE_INGEST_DLQ",
-                &self.ingest_dlq,
-                queue_ok(&self.ingest_dlq),
-                "1-80 of A-Z a-z 0-9 _ -",
-            ),
+            ("FORMBRIDGE_INGEST_QUEUE", &self.ingest_queue, queue_ok(&self.ingest_queue), "1-80 of A-Z a-z 0-9 _ -"),
+            ("FORMBRIDGE_INGEST_DLQ", &self.ingest_dlq, queue_ok(&self.ingest_dlq), "1-80 of A-Z a-z 0-9 _ -"),
             (
                 "FORMBRIDGE_EVENT_BUS",
                 &self.event_bus,
@@ -164,11 +125,7 @@ impl ResourceNames {
         ];
         for (setting, value, ok, rule) in checks {
             if !ok {
-                return Err(ConfigError {
-                    setting,
-                    value: value.to_owned(),
-                    rule,
-                });
+                return Err(ConfigError { setting, value: value.to_owned(), rule });
             }
         }
         Ok(())
@@ -183,18 +140,9 @@ mod tests {
     fn validation_names_the_setting() {
         assert!(ResourceNames::default().validate().is_ok());
         assert!(ResourceNames::with_suffix("abc123").validate().is_ok());
-        let bad = ResourceNames {
-            ingest_queue: "has space".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            bad.validate().unwrap_err().setting,
-            "FORMBRIDGE_INGEST_QUEUE"
-        );
-        let bad = ResourceNames {
-            table: "x".into(),
-            ..Default::default()
-        };
+        let bad = ResourceNames { ingest_queue: "has space".into(), ..Default::default() };
+        assert_eq!(bad.validate().unwrap_err().setting, "FORMBRIDGE_INGEST_QUEUE");
+        let bad = ResourceNames { table: "x".into(), ..Default::default() };
         assert_eq!(bad.validate().unwrap_err().setting, "FORMBRIDGE_TABLE");
     }
 }

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus,
-    TimeToLiveSpecification, TimeToLiveStatus,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    PointInTimeRecoverySpecification, PointInTimeRecoveryStatus, Projection, ProjectionType, ScalarAttributeType,
+    StreamSpecification, StreamViewType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde::Serialize;
@@ -71,34 +71,21 @@ pub enum BootstrapError {
 }
 
 fn step(resource: &str, name: &str, outcome: Outcome, detail: Option<String>) -> Step {
-    Step {
-        resource: resource.into(),
-        name: name.into(),
-        outcome,
-        detail,
-    }
+    Step { resource: resource.into(), name: name.into(), outcome, detail }
 }
 
 /// Creates or checks every resource.
-pub async fn bootstrap(
-    aws: &AwsClients,
-    names: &ResourceNames,
-) -> Result<BootstrapReport, BootstrapError> {
+pub async fn bootstrap(aws: &AwsClients, names: &ResourceNames) -> Result<BootstrapReport, BootstrapError> {
     let mut steps = Vec::new();
     steps.extend(ensure_table(aws, &names.table, TableKind::Data).await?);
     steps.extend(ensure_table(aws, &names.control_table, TableKind::Control).await?);
     let (dlq_url, dlq_step) = ensure_queue(aws, &names.ingest_dlq, dlq_attributes()).await?;
     steps.push(dlq_step);
     let dlq_arn = queue_arn(aws, &dlq_url).await?;
-    let (queue_url, q_step) =
-        ensure_queue(aws, &names.ingest_queue, ingest_attributes(&dlq_arn)).await?;
+    let (queue_url, q_step) = ensure_queue(aws, &names.ingest_queue, ingest_attributes(&dlq_arn)).await?;
     steps.push(q_step);
     steps.push(ensure_bus(aws, &names.event_bus).await?);
-    Ok(BootstrapReport {
-        steps,
-        ingest_queue_url: queue_url,
-        ingest_dlq_url: dlq_url,
-    })
+    Ok(BootstrapReport { steps, ingest_queue_url: queue_url, ingest_dlq_url: dlq_url })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,13 +105,7 @@ fn s_attr(name: &str) -> AttributeDefinition {
 fn key_schema(hash: &str, range: &str) -> Vec<KeySchemaElement> {
     [(hash, KeyType::Hash), (range, KeyType::Range)]
         .into_iter()
-        .map(|(n, t)| {
-            KeySchemaElement::builder()
-                .attribute_name(n)
-                .key_type(t)
-                .build()
-                .expect("set")
-        })
+        .map(|(n, t)| KeySchemaElement::builder().attribute_name(n).key_type(t).build().expect("set"))
         .collect()
 }
 
@@ -139,21 +120,12 @@ fn data_indexes() -> Vec<GlobalSecondaryIndex> {
             .expect("set")
     };
     vec![
-        gsi(
-            "GSI1",
-            keys::GSI1PK,
-            keys::GSI1SK,
-            Projection::builder()
-                .projection_type(ProjectionType::All)
-                .build(),
-        ),
+        gsi("GSI1", keys::GSI1PK, keys::GSI1SK, Projection::builder().projection_type(ProjectionType::All).build()),
         gsi(
             "GSI2",
             keys::GSI2PK,
             keys::GSI2SK,
-            Projection::builder()
-                .projection_type(ProjectionType::KeysOnly)
-                .build(),
+            Projection::builder().projection_type(ProjectionType::KeysOnly).build(),
         ),
         gsi(
             "GSI3",
@@ -168,11 +140,7 @@ fn data_indexes() -> Vec<GlobalSecondaryIndex> {
     ]
 }
 
-async fn ensure_table(
-    aws: &AwsClients,
-    name: &str,
-    kind: TableKind,
-) -> Result<Vec<Step>, BootstrapError> {
+async fn ensure_table(aws: &AwsClients, name: &str, kind: TableKind) -> Result<Vec<Step>, BootstrapError> {
     let ddb = &aws.dynamodb;
     let mut steps = Vec::new();
     let existing = match ddb.describe_table().table_name(name).send().await {
@@ -202,19 +170,15 @@ async fn ensure_table(
                 ] {
                     req = req.attribute_definitions(s_attr(a));
                 }
-                req = req
-                    .set_global_secondary_indexes(Some(data_indexes()))
-                    .stream_specification(
-                        StreamSpecification::builder()
-                            .stream_enabled(true)
-                            .stream_view_type(StreamViewType::NewAndOldImages)
-                            .build()
-                            .expect("set"),
-                    );
+                req = req.set_global_secondary_indexes(Some(data_indexes())).stream_specification(
+                    StreamSpecification::builder()
+                        .stream_enabled(true)
+                        .stream_view_type(StreamViewType::NewAndOldImages)
+                        .build()
+                        .expect("set"),
+                );
             } else {
-                req = req
-                    .attribute_definitions(s_attr(keys::PK))
-                    .attribute_definitions(s_attr(keys::SK));
+                req = req.attribute_definitions(s_attr(keys::PK)).attribute_definitions(s_attr(keys::SK));
             }
             req.send().await.map_err(aws_sdk_dynamodb::Error::from)?;
             steps.push(step("dynamodb_table", name, Outcome::Created, None));
@@ -223,8 +187,7 @@ async fn ensure_table(
             if kind == TableKind::Data {
                 check_data_table_layout(name, &table)?;
                 let stream_ok = table.stream_specification().is_some_and(|s| {
-                    s.stream_enabled()
-                        && s.stream_view_type() == Some(&StreamViewType::NewAndOldImages)
+                    s.stream_enabled() && s.stream_view_type() == Some(&StreamViewType::NewAndOldImages)
                 });
                 if stream_ok {
                     steps.push(step("dynamodb_table", name, Outcome::Unchanged, None));
@@ -255,6 +218,9 @@ async fn ensure_table(
     }
     wait_active(aws, name).await?;
     steps.push(ensure_ttl(aws, name).await?);
+    if kind == TableKind::Data {
+        steps.push(ensure_point_in_time_recovery(aws, name).await?);
+    }
     Ok(steps)
 }
 
@@ -265,15 +231,9 @@ fn check_data_table_layout(
     let want: HashMap<String, (String, Option<Vec<String>>)> = data_indexes()
         .into_iter()
         .map(|g| {
-            let p = g
-                .projection()
-                .cloned()
-                .unwrap_or_else(|| Projection::builder().build());
+            let p = g.projection().cloned().unwrap_or_else(|| Projection::builder().build());
             let name = g.index_name().to_owned();
-            let t = p
-                .projection_type()
-                .map(|t| t.as_str().to_owned())
-                .unwrap_or_default();
+            let t = p.projection_type().map(|t| t.as_str().to_owned()).unwrap_or_default();
             let mut attrs = p.non_key_attributes().to_vec();
             attrs.sort();
             (name, (t, Some(attrs)))
@@ -284,18 +244,10 @@ fn check_data_table_layout(
         .iter()
         .map(|g| {
             let p = g.projection();
-            let t = p
-                .and_then(|p| p.projection_type())
-                .map(|t| t.as_str().to_owned())
-                .unwrap_or_default();
-            let mut attrs = p
-                .map(|p| p.non_key_attributes().to_vec())
-                .unwrap_or_default();
+            let t = p.and_then(|p| p.projection_type()).map(|t| t.as_str().to_owned()).unwrap_or_default();
+            let mut attrs = p.map(|p| p.non_key_attributes().to_vec()).unwrap_or_default();
             attrs.sort();
-            (
-                g.index_name().unwrap_or_default().to_owned(),
-                (t, Some(attrs)),
-            )
+            (g.index_name().unwrap_or_default().to_owned(), (t, Some(attrs)))
         })
         .collect();
     if want != have {
@@ -312,13 +264,7 @@ fn check_data_table_layout(
 async fn wait_active(aws: &AwsClients, name: &str) -> Result<(), BootstrapError> {
     // CreateTable is asynchronous on AWS (seconds to a minute); the local engine is immediate.
     for _ in 0..120 {
-        let out = aws
-            .dynamodb
-            .describe_table()
-            .table_name(name)
-            .send()
-            .await
-            .map_err(aws_sdk_dynamodb::Error::from)?;
+        let out = aws.dynamodb.describe_table().table_name(name).send().await.map_err(aws_sdk_dynamodb::Error::from)?;
         if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
             return Ok(());
         }
@@ -328,20 +274,12 @@ async fn wait_active(aws: &AwsClients, name: &str) -> Result<(), BootstrapError>
 }
 
 async fn ensure_ttl(aws: &AwsClients, table: &str) -> Result<Step, BootstrapError> {
-    let out = aws
-        .dynamodb
-        .describe_time_to_live()
-        .table_name(table)
-        .send()
-        .await
-        .map_err(aws_sdk_dynamodb::Error::from)?;
+    let out =
+        aws.dynamodb.describe_time_to_live().table_name(table).send().await.map_err(aws_sdk_dynamodb::Error::from)?;
     let desc = out.time_to_live_description();
     let status = desc.and_then(|d| d.time_to_live_status());
     let attr = desc.and_then(|d| d.attribute_name());
-    let enabled = matches!(
-        status,
-        Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
-    );
+    let enabled = matches!(status, Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling));
     if enabled && attr == Some(keys::TTL) {
         return Ok(step("dynamodb_ttl", table, Outcome::Unchanged, None));
     }
@@ -349,56 +287,58 @@ async fn ensure_ttl(aws: &AwsClients, table: &str) -> Result<Step, BootstrapErro
         .update_time_to_live()
         .table_name(table)
         .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .enabled(true)
-                .attribute_name(keys::TTL)
-                .build()
-                .expect("set"),
+            TimeToLiveSpecification::builder().enabled(true).attribute_name(keys::TTL).build().expect("set"),
         )
         .send()
         .await
         .map_err(aws_sdk_dynamodb::Error::from)?;
-    Ok(step(
-        "dynamodb_ttl",
-        table,
-        Outcome::Updated,
-        Some(format!("TTL on attribute {:?}", keys::TTL)),
-    ))
+    Ok(step("dynamodb_ttl", table, Outcome::Updated, Some(format!("TTL on attribute {:?}", keys::TTL))))
+}
+
+/// Point-in-time recovery on the data table: 35 days of restorable history, so an operator
+/// mistake or a bad deploy never loses submissions.
+async fn ensure_point_in_time_recovery(aws: &AwsClients, table: &str) -> Result<Step, BootstrapError> {
+    let out = aws
+        .dynamodb
+        .describe_continuous_backups()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(aws_sdk_dynamodb::Error::from)?;
+    let enabled = out
+        .continuous_backups_description()
+        .and_then(|d| d.point_in_time_recovery_description())
+        .and_then(|p| p.point_in_time_recovery_status())
+        == Some(&PointInTimeRecoveryStatus::Enabled);
+    if enabled {
+        return Ok(step("dynamodb_pitr", table, Outcome::Unchanged, None));
+    }
+    aws.dynamodb
+        .update_continuous_backups()
+        .table_name(table)
+        .point_in_time_recovery_specification(
+            PointInTimeRecoverySpecification::builder().point_in_time_recovery_enabled(true).build().expect("set"),
+        )
+        .send()
+        .await
+        .map_err(aws_sdk_dynamodb::Error::from)?;
+    Ok(step("dynamodb_pitr", table, Outcome::Updated, Some("point-in-time recovery enabled".into())))
 }
 
 fn dlq_attributes() -> Vec<(QueueAttributeName, String)> {
     vec![
-        (
-            QueueAttributeName::MaximumMessageSize,
-            MAX_MESSAGE_BYTES.to_string(),
-        ),
-        (
-            QueueAttributeName::MessageRetentionPeriod,
-            RETENTION_SECS.to_string(),
-        ),
+        (QueueAttributeName::MaximumMessageSize, MAX_MESSAGE_BYTES.to_string()),
+        (QueueAttributeName::MessageRetentionPeriod, RETENTION_SECS.to_string()),
     ]
 }
 
 fn ingest_attributes(dlq_arn: &str) -> Vec<(QueueAttributeName, String)> {
-    let redrive =
-        serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT});
+    let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT});
     vec![
-        (
-            QueueAttributeName::MaximumMessageSize,
-            MAX_MESSAGE_BYTES.to_string(),
-        ),
-        (
-            QueueAttributeName::MessageRetentionPeriod,
-            RETENTION_SECS.to_string(),
-        ),
-        (
-            QueueAttributeName::VisibilityTimeout,
-            VISIBILITY_TIMEOUT_SECS.to_string(),
-        ),
-        (
-            QueueAttributeName::ReceiveMessageWaitTimeSeconds,
-            "20".into(),
-        ),
+        (QueueAttributeName::MaximumMessageSize, MAX_MESSAGE_BYTES.to_string()),
+        (QueueAttributeName::MessageRetentionPeriod, RETENTION_SECS.to_string()),
+        (QueueAttributeName::VisibilityTimeout, VISIBILITY_TIMEOUT_SECS.to_string()),
+        (QueueAttributeName::ReceiveMessageWaitTimeSeconds, "20".into()),
         (QueueAttributeName::RedrivePolicy, redrive.to_string()),
     ]
 }
@@ -411,18 +351,7 @@ fn same_attribute(name: &QueueAttributeName, want: &str, have: &str) -> bool {
     }
     let norm = |s: &str| -> Option<HashMap<String, String>> {
         let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(s).ok()?;
-        Some(
-            v.into_iter()
-                .map(|(k, v)| {
-                    (
-                        k,
-                        v.as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| v.to_string()),
-                    )
-                })
-                .collect(),
-        )
+        Some(v.into_iter().map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect())
     };
     norm(want).is_some() && norm(want) == norm(have)
 }
@@ -460,10 +389,8 @@ async fn ensure_queue(
         .map_err(aws_sdk_sqs::Error::from)?
         .attributes
         .unwrap_or_default();
-    let drift: HashMap<QueueAttributeName, String> = attributes
-        .into_iter()
-        .filter(|(k, v)| !have.get(k).is_some_and(|h| same_attribute(k, v, h)))
-        .collect();
+    let drift: HashMap<QueueAttributeName, String> =
+        attributes.into_iter().filter(|(k, v)| !have.get(k).is_some_and(|h| same_attribute(k, v, h))).collect();
     if drift.is_empty() {
         return Ok((url, step("sqs_queue", name, Outcome::Unchanged, None)));
     }
@@ -475,15 +402,7 @@ async fn ensure_queue(
         .send()
         .await
         .map_err(aws_sdk_sqs::Error::from)?;
-    Ok((
-        url,
-        step(
-            "sqs_queue",
-            name,
-            Outcome::Updated,
-            Some(format!("set {}", changed.join(", "))),
-        ),
-    ))
+    Ok((url, step("sqs_queue", name, Outcome::Updated, Some(format!("set {}", changed.join(", "))))))
 }
 
 async fn queue_arn(aws: &AwsClients, url: &str) -> Result<String, BootstrapError> {
@@ -495,11 +414,7 @@ async fn queue_arn(aws: &AwsClients, url: &str) -> Result<String, BootstrapError
         .send()
         .await
         .map_err(aws_sdk_sqs::Error::from)?;
-    Ok(out
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-        .cloned()
-        .unwrap_or_default())
+    Ok(out.attributes().and_then(|a| a.get(&QueueAttributeName::QueueArn)).cloned().unwrap_or_default())
 }
 
 async fn ensure_bus(aws: &AwsClients, name: &str) -> Result<Step, BootstrapError> {
@@ -510,12 +425,7 @@ async fn ensure_bus(aws: &AwsClients, name: &str) -> Result<Step, BootstrapError
             other => return Err(other.into()),
         },
     }
-    aws.eventbridge
-        .create_event_bus()
-        .name(name)
-        .send()
-        .await
-        .map_err(aws_sdk_eventbridge::Error::from)?;
+    aws.eventbridge.create_event_bus().name(name).send().await.map_err(aws_sdk_eventbridge::Error::from)?;
     Ok(step("event_bus", name, Outcome::Created, None))
 }
 
@@ -536,10 +446,6 @@ mod tests {
             r#"{"deadLetterTargetArn":"a","maxReceiveCount":5}"#,
             r#"{"deadLetterTargetArn":"a","maxReceiveCount":3}"#
         ));
-        assert!(same_attribute(
-            &QueueAttributeName::VisibilityTimeout,
-            "60",
-            "60"
-        ));
+        assert!(same_attribute(&QueueAttributeName::VisibilityTimeout, "60", "60"));
     }
 }

@@ -18,12 +18,7 @@ pub fn value_size(v: &AttributeValue) -> usize {
         AttributeValue::B(b) => b.as_ref().len(),
         AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
         AttributeValue::L(items) => 3 + items.iter().map(|i| value_size(i) + 1).sum::<usize>(),
-        AttributeValue::M(m) => {
-            3 + m
-                .iter()
-                .map(|(k, v)| k.len() + value_size(v) + 1)
-                .sum::<usize>()
-        }
+        AttributeValue::M(m) => 3 + m.iter().map(|(k, v)| k.len() + value_size(v) + 1).sum::<usize>(),
         AttributeValue::Ss(ss) => ss.iter().map(String::len).sum(),
         AttributeValue::Ns(ns) => ns.iter().map(|n| number_size(n)).sum(),
         AttributeValue::Bs(bs) => bs.iter().map(|b| b.as_ref().len()).sum(),
@@ -33,11 +28,7 @@ pub fn value_size(v: &AttributeValue) -> usize {
 
 fn number_size(n: &str) -> usize {
     let digits: String = n.chars().filter(char::is_ascii_digit).collect();
-    let significant = digits
-        .trim_start_matches('0')
-        .trim_end_matches('0')
-        .len()
-        .max(1);
+    let significant = digits.trim_start_matches('0').trim_end_matches('0').len().max(1);
     significant.div_ceil(2) + 1
 }
 
@@ -84,16 +75,11 @@ mod tests {
         assert_eq!(value_size(&AttributeValue::N("-0.00120".into())), 2);
         assert_eq!(value_size(&AttributeValue::B(Blob::new(vec![0; 10]))), 10);
         assert_eq!(value_size(&AttributeValue::Bool(true)), 1);
-        assert_eq!(
-            value_size(&AttributeValue::L(vec![s("ab"), s("c")])),
-            3 + 3 + 2
-        );
+        assert_eq!(value_size(&AttributeValue::L(vec![s("ab"), s("c")])), 3 + 3 + 2);
         let m = HashMap::from([("k".to_string(), s("vv"))]);
         assert_eq!(value_size(&AttributeValue::M(m)), 3 + 1 + 2 + 1);
-        let item = HashMap::from([
-            ("PK".to_string(), s("SUB#a#000")),
-            ("n".to_string(), AttributeValue::N("7".into())),
-        ]);
+        let item =
+            HashMap::from([("PK".to_string(), s("SUB#a#000")), ("n".to_string(), AttributeValue::N("7".into()))]);
         assert_eq!(item_size(&item), 2 + 9 + 1 + 2);
     }
 

@@ -50,11 +50,7 @@ pub fn tenant_profile(tenant: &TenantId) -> ItemKey {
 
 /// GSI1 "directory": every tenant, for the admin list.
 pub fn tenant_directory(tenant: &TenantId) -> IndexKey {
-    IndexKey {
-        index: "GSI1",
-        pk: "TENANTS".into(),
-        sk: format!("TENANT#{tenant}"),
-    }
+    IndexKey { index: "GSI1", pk: "TENANTS".into(), sk: format!("TENANT#{tenant}") }
 }
 pub const TENANT_DIRECTORY_PK: &str = "TENANTS";
 
@@ -67,11 +63,7 @@ pub fn site(domain: &SiteDomain) -> ItemKey {
 
 /// GSI2 (keys only): the domains of one tenant.
 pub fn site_by_tenant(tenant: &TenantId, domain: &SiteDomain) -> IndexKey {
-    IndexKey {
-        index: "GSI2",
-        pk: tenant_sites_pk(tenant),
-        sk: format!("SITE#{domain}"),
-    }
+    IndexKey { index: "GSI2", pk: tenant_sites_pk(tenant), sk: format!("SITE#{domain}") }
 }
 pub fn tenant_sites_pk(tenant: &TenantId) -> String {
     format!("TENANT#{tenant}#SITES")
@@ -108,10 +100,7 @@ pub fn delivery_attempt(
     dest: &DestinationId,
     attempt: u16,
 ) -> ItemKey {
-    key(
-        submission_pk(tenant, shard),
-        format!("SUB#{id}#DLV#{dest}#ATT#{attempt:04}"),
-    )
+    key(submission_pk(tenant, shard), format!("SUB#{id}#DLV#{dest}#ATT#{attempt:04}"))
 }
 
 /// GSI1 (sparse): deliveries of a tenant that still need attention, by status and due time.
@@ -123,11 +112,7 @@ pub fn delivery_worklist(
     id: &SubmissionId,
     dest: &DestinationId,
 ) -> IndexKey {
-    IndexKey {
-        index: "GSI1",
-        pk: format!("DLV#{tenant}#{status}"),
-        sk: format!("{next_attempt_ms:013}#{id}#{dest}"),
-    }
+    IndexKey { index: "GSI1", pk: format!("DLV#{tenant}#{status}"), sk: format!("{next_attempt_ms:013}#{id}#{dest}") }
 }
 
 // ---- destinations --------------------------------------------------------------------------
@@ -159,10 +144,7 @@ pub fn daily_metrics(tenant: &TenantId, day: Date) -> ItemKey {
 }
 
 pub fn form_hourly_metrics(tenant: &TenantId, form: &FormId, at: OffsetDateTime) -> ItemKey {
-    key(
-        metrics_pk(tenant),
-        format!("FORM#{form}#HOUR#{}", hour_label(at)),
-    )
+    key(metrics_pk(tenant), format!("FORM#{form}#HOUR#{}", hour_label(at)))
 }
 
 pub fn form_daily_metrics(tenant: &TenantId, form: &FormId, day: Date) -> ItemKey {
@@ -172,11 +154,7 @@ pub fn form_daily_metrics(tenant: &TenantId, form: &FormId, day: Date) -> ItemKe
 /// GSI3 (INCLUDE submission_count, form_stats): every tenant's total for one day, so an
 /// operator dashboard reads many tenants' days without touching submissions.
 pub fn daily_metrics_by_day(tenant: &TenantId, day: Date) -> IndexKey {
-    IndexKey {
-        index: "GSI3",
-        pk: format!("DAY#{day}"),
-        sk: format!("TENANT#{tenant}"),
-    }
+    IndexKey { index: "GSI3", pk: format!("DAY#{day}"), sk: format!("TENANT#{tenant}") }
 }
 
 // ---- audit ---------------------------------------------------------------------------------
@@ -184,14 +162,7 @@ pub fn daily_metrics_by_day(tenant: &TenantId, day: Date) -> IndexKey {
 /// Audit events, one partition per tenant and month so no partition grows without bound.
 pub fn audit_event(tenant: &TenantId, at: OffsetDateTime, event: ulid::Ulid) -> ItemKey {
     let at = at.to_offset(time::UtcOffset::UTC);
-    key(
-        format!(
-            "AUDIT#{tenant}#{:04}-{:02}",
-            at.year(),
-            u8::from(at.month())
-        ),
-        format!("EVT#{event}"),
-    )
+    key(format!("AUDIT#{tenant}#{:04}-{:02}", at.year(), u8::from(at.month())), format!("EVT#{event}"))
 }
 
 // ---- control table -------------------------------------------------------------------------
@@ -207,41 +178,14 @@ pub fn lease(group: &str, shard_id: &str) -> ItemKey {
 /// ignore their own output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entity {
-    TenantProfile {
-        tenant: TenantId,
-    },
-    Site {
-        domain: SiteDomain,
-    },
-    Submission {
-        tenant: TenantId,
-        shard: u16,
-        id: SubmissionId,
-    },
-    Delivery {
-        tenant: TenantId,
-        shard: u16,
-        id: SubmissionId,
-        dest: DestinationId,
-    },
-    DeliveryAttempt {
-        tenant: TenantId,
-        shard: u16,
-        id: SubmissionId,
-        dest: DestinationId,
-        attempt: u16,
-    },
-    Destination {
-        tenant: TenantId,
-        dest: DestinationId,
-    },
-    Metrics {
-        tenant: TenantId,
-        bucket: String,
-    },
-    Audit {
-        tenant: TenantId,
-    },
+    TenantProfile { tenant: TenantId },
+    Site { domain: SiteDomain },
+    Submission { tenant: TenantId, shard: u16, id: SubmissionId },
+    Delivery { tenant: TenantId, shard: u16, id: SubmissionId, dest: DestinationId },
+    DeliveryAttempt { tenant: TenantId, shard: u16, id: SubmissionId, dest: DestinationId, attempt: u16 },
+    Destination { tenant: TenantId, dest: DestinationId },
+    Metrics { tenant: TenantId, bucket: String },
+    Audit { tenant: TenantId },
     Unknown,
 }
 
@@ -259,14 +203,11 @@ impl Entity {
                 if sk == "PROFILE" {
                     Some(Entity::TenantProfile { tenant })
                 } else {
-                    let dest =
-                        DestinationId::parse(sk.strip_prefix(DESTINATION_SK_PREFIX)?).ok()?;
+                    let dest = DestinationId::parse(sk.strip_prefix(DESTINATION_SK_PREFIX)?).ok()?;
                     Some(Entity::Destination { tenant, dest })
                 }
             }
-            ("SITE", Some(d), None, None) if sk == "SITE" => Some(Entity::Site {
-                domain: SiteDomain::parse(d).ok()?,
-            }),
+            ("SITE", Some(d), None, None) if sk == "SITE" => Some(Entity::Site { domain: SiteDomain::parse(d).ok()? }),
             ("SUB", Some(t), Some(shard), None) => {
                 let tenant = TenantId::parse(t).ok()?;
                 if shard.len() != 3 {
@@ -281,12 +222,9 @@ impl Entity {
                 let id = SubmissionId::parse(id).ok()?;
                 match (s.next(), s.next(), s.next(), s.next(), s.next()) {
                     (None, ..) => Some(Entity::Submission { tenant, shard, id }),
-                    (Some("DLV"), Some(d), None, ..) => Some(Entity::Delivery {
-                        tenant,
-                        shard,
-                        id,
-                        dest: DestinationId::parse(d).ok()?,
-                    }),
+                    (Some("DLV"), Some(d), None, ..) => {
+                        Some(Entity::Delivery { tenant, shard, id, dest: DestinationId::parse(d).ok()? })
+                    }
                     (Some("DLV"), Some(d), Some("ATT"), Some(n), None) if n.len() == 4 => {
                         Some(Entity::DeliveryAttempt {
                             tenant,
@@ -299,13 +237,10 @@ impl Entity {
                     _ => None,
                 }
             }
-            ("METRIC", Some(t), None, None) => Some(Entity::Metrics {
-                tenant: TenantId::parse(t).ok()?,
-                bucket: sk.to_owned(),
-            }),
-            ("AUDIT", Some(t), Some(_month), None) => Some(Entity::Audit {
-                tenant: TenantId::parse(t).ok()?,
-            }),
+            ("METRIC", Some(t), None, None) => {
+                Some(Entity::Metrics { tenant: TenantId::parse(t).ok()?, bucket: sk.to_owned() })
+            }
+            ("AUDIT", Some(t), Some(_month), None) => Some(Entity::Audit { tenant: TenantId::parse(t).ok()? }),
             _ => None,
         }
     }
@@ -330,10 +265,7 @@ mod tests {
         let at = datetime!(2026-11-25 08:30 UTC);
         assert_eq!(hourly_metrics(&t("acme"), at).sk, "HOUR#2026-11-25T08");
         assert_eq!(daily_metrics(&t("acme"), at.date()).sk, "DAY#2026-11-25");
-        assert_eq!(
-            audit_event(&t("acme"), at, ulid::Ulid(1)).pk,
-            "AUDIT#acme#2026-11"
-        );
+        assert_eq!(audit_event(&t("acme"), at, ulid::Ulid(1)).pk, "AUDIT#acme#2026-11");
     }
 
     #[test]
@@ -349,19 +281,10 @@ mod tests {
 
     #[test]
     fn classify_rejects_forged_keys() {
-        assert_eq!(
-            Entity::classify("SUB#a#b#001", "SUB#01ARZ3NDEKTSV4RRFFQ69G5FAV"),
-            Entity::Unknown
-        );
-        assert_eq!(
-            Entity::classify("SUB#acme#1", "SUB#01ARZ3NDEKTSV4RRFFQ69G5FAV"),
-            Entity::Unknown
-        );
+        assert_eq!(Entity::classify("SUB#a#b#001", "SUB#01ARZ3NDEKTSV4RRFFQ69G5FAV"), Entity::Unknown);
+        assert_eq!(Entity::classify("SUB#acme#1", "SUB#01ARZ3NDEKTSV4RRFFQ69G5FAV"), Entity::Unknown);
         assert_eq!(Entity::classify("TENANT#ACME", "PROFILE"), Entity::Unknown);
-        assert_eq!(
-            Entity::classify("SUB#acme#001", "SUB#01ARZ3NDEKTSV4RRFFQ69G5FAV#X"),
-            Entity::Unknown
-        );
+        assert_eq!(Entity::classify("SUB#acme#001", "SUB#01ARZ3NDEKTSV4RRFFQ69G5FAV#X"), Entity::Unknown);
     }
 
     proptest! {

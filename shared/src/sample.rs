@@ -63,12 +63,8 @@ const WORDS: &[&str] = &[
     "when",
     "convenient",
 ];
-const FIRST: &[&str] = &[
-    "Anna", "Ben", "Chloé", "Dmitri", "Eva", "Farid", "Grace", "Hiro",
-];
-const LAST: &[&str] = &[
-    "Smith", "Müller", "García", "Okafor", "Nguyen", "Rossi", "Kowalski",
-];
+const FIRST: &[&str] = &["Anna", "Ben", "Chloé", "Dmitri", "Eva", "Farid", "Grace", "Hiro"];
+const LAST: &[&str] = &["Smith", "Müller", "García", "Okafor", "Nguyen", "Rossi", "Kowalski"];
 const AGENTS: &[&str] = &[
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
     "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",

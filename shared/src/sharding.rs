@@ -52,10 +52,7 @@ impl ShardHistory {
         for w in epochs.windows(2) {
             check(w[1].count)?;
             if w[1].count < w[0].count {
-                return Err(ShardHistoryError::Shrink {
-                    current: w[0].count,
-                    asked: w[1].count,
-                });
+                return Err(ShardHistoryError::Shrink { current: w[0].count, asked: w[1].count });
             }
         }
         Ok(Self(epochs))
@@ -75,10 +72,7 @@ impl ShardHistory {
         check(count)?;
         let current = self.current();
         if count < current {
-            return Err(ShardHistoryError::Shrink {
-                current,
-                asked: count,
-            });
+            return Err(ShardHistoryError::Shrink { current, asked: count });
         }
         if count > current {
             self.0.push(ShardEpoch { since_ms, count });
@@ -95,12 +89,7 @@ impl ShardHistory {
     /// force at the id's timestamp first. A point read tries them in order.
     pub fn candidate_shards(&self, id: &SubmissionId) -> Vec<u16> {
         let ts = id.timestamp_ms();
-        let at_time = self
-            .0
-            .iter()
-            .rev()
-            .find(|e| e.since_ms <= ts)
-            .map_or(self.0[0].count, |e| e.count);
+        let at_time = self.0.iter().rev().find(|e| e.since_ms <= ts).map_or(self.0[0].count, |e| e.count);
         let mut out = vec![shard_of(id, at_time)];
         for e in self.0.iter().rev() {
             let s = shard_of(id, e.count);
@@ -128,10 +117,7 @@ mod tests {
     #[test]
     fn history_only_grows() {
         let mut h = ShardHistory::new(4, 0).unwrap();
-        assert!(matches!(
-            h.grow(2, 10),
-            Err(ShardHistoryError::Shrink { .. })
-        ));
+        assert!(matches!(h.grow(2, 10), Err(ShardHistoryError::Shrink { .. })));
         h.grow(8, 10).unwrap();
         h.grow(8, 20).unwrap();
         assert_eq!(h.epochs().len(), 2);
@@ -140,14 +126,8 @@ mod tests {
         assert!(ShardHistory::new(MAX_SHARDS + 1, 0).is_err());
         assert!(ShardHistory::from_epochs(vec![]).is_err());
         assert!(ShardHistory::from_epochs(vec![
-            ShardEpoch {
-                since_ms: 0,
-                count: 8
-            },
-            ShardEpoch {
-                since_ms: 5,
-                count: 4
-            }
+            ShardEpoch { since_ms: 0, count: 8 },
+            ShardEpoch { since_ms: 5, count: 4 }
         ])
         .is_err());
     }

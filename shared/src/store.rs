@@ -56,10 +56,7 @@ where
 }
 
 fn is_condition_failure(e: &aws_sdk_dynamodb::Error) -> bool {
-    matches!(
-        e,
-        aws_sdk_dynamodb::Error::ConditionalCheckFailedException(_)
-    )
+    matches!(e, aws_sdk_dynamodb::Error::ConditionalCheckFailedException(_))
 }
 
 /// Handle on the data table.
@@ -71,10 +68,7 @@ pub struct DataStore {
 
 impl DataStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 
     pub fn client(&self) -> &Client {
@@ -117,24 +111,16 @@ impl DataStore {
             .map_err(sdk)?;
         match out.item {
             None => Ok(None),
-            Some(item) => TenantProfile::from_item(&item)
-                .map(Some)
-                .ok_or_else(|| StoreError::CorruptTenant(tenant.clone())),
+            Some(item) => {
+                TenantProfile::from_item(&item).map(Some).ok_or_else(|| StoreError::CorruptTenant(tenant.clone()))
+            }
         }
     }
 
     /// Grows a tenant's shard count, keeping the history. Conditional on the count read, so two
     /// concurrent changes cannot lose one another.
-    pub async fn grow_shards(
-        &self,
-        tenant: &TenantId,
-        count: u16,
-        now_ms: u64,
-    ) -> Result<TenantProfile, StoreError> {
-        let mut profile = self
-            .get_tenant(tenant)
-            .await?
-            .ok_or_else(|| StoreError::TenantNotFound(tenant.clone()))?;
+    pub async fn grow_shards(&self, tenant: &TenantId, count: u16, now_ms: u64) -> Result<TenantProfile, StoreError> {
+        let mut profile = self.get_tenant(tenant).await?.ok_or_else(|| StoreError::TenantNotFound(tenant.clone()))?;
         let before = profile.shards.current();
         profile.shards.grow(count, now_ms)?;
         let r = self
@@ -147,9 +133,7 @@ impl DataStore {
             .send()
             .await;
         match r.map_err(sdk) {
-            Err(StoreError::Dynamo(e)) if is_condition_failure(&e) => {
-                Err(StoreError::Conflict(tenant.clone()))
-            }
+            Err(StoreError::Dynamo(e)) if is_condition_failure(&e) => Err(StoreError::Conflict(tenant.clone())),
             other => other.map(|_| profile),
         }
     }
@@ -171,11 +155,9 @@ impl DataStore {
             .map_err(sdk)?;
         Ok(pages
             .iter()
-            .filter_map(|i| {
-                match keys::Entity::classify(i.get(keys::PK)?.as_s().ok()?, "PROFILE") {
-                    keys::Entity::TenantProfile { tenant } => Some(tenant),
-                    _ => None,
-                }
+            .filter_map(|i| match keys::Entity::classify(i.get(keys::PK)?.as_s().ok()?, "PROFILE") {
+                keys::Entity::TenantProfile { tenant } => Some(tenant),
+                _ => None,
             })
             .collect())
     }
@@ -214,10 +196,7 @@ impl DataStore {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("PK = :pk AND begins_with(SK, :sub)")
-                .expression_attribute_values(
-                    ":pk",
-                    AttributeValue::S(keys::submission_pk(tenant, shard)),
-                )
+                .expression_attribute_values(":pk", AttributeValue::S(keys::submission_pk(tenant, shard)))
                 .expression_attribute_values(":sub", AttributeValue::S("SUB#".into()))
                 .scan_index_forward(false)
                 .set_exclusive_start_key(start.take())

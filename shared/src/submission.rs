@@ -25,6 +25,11 @@ pub const MESSAGE_VERSION: u8 = 1;
 /// The largest payload accepted: what one SQS message holds.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
+/// SQS message attribute naming why the persister moved a message to the DLQ (a stable code).
+pub const REJECT_REASON_ATTRIBUTE: &str = "formbridge-reject-reason";
+/// SQS message attribute with the human-readable detail of the rejection.
+pub const REJECT_DETAIL_ATTRIBUTE: &str = "formbridge-reject-detail";
+
 /// The queue message. Field names are the public contract between ingest (and replays) and the
 /// persister; the JSON Schema in `schemas/` says the same.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,9 +149,7 @@ impl Submission {
             return Err(MessageError::Fields);
         }
         if m.payload.get("meta").is_some_and(|v| !v.is_object())
-            || m.payload
-                .get("submitted_at")
-                .is_some_and(|v| !v.is_string())
+            || m.payload.get("submitted_at").is_some_and(|v| !v.is_string())
         {
             return Err(MessageError::Envelope);
         }
@@ -179,27 +182,12 @@ impl Submission {
             (keys::PK.to_owned(), AttributeValue::S(key.pk)),
             (keys::SK.to_owned(), AttributeValue::S(key.sk)),
             ("site".to_owned(), AttributeValue::S(self.site.to_string())),
-            (
-                "form_id".to_owned(),
-                AttributeValue::S(self.form.to_string()),
-            ),
+            ("form_id".to_owned(), AttributeValue::S(self.form.to_string())),
             ("received_at".to_owned(), AttributeValue::S(received_at)),
-            (
-                keys::TTL.to_owned(),
-                AttributeValue::N(self.expires_at.to_string()),
-            ),
-            (
-                "raw_size".to_owned(),
-                AttributeValue::N(self.raw_payload.len().to_string()),
-            ),
-            (
-                "codec".to_owned(),
-                AttributeValue::S(encoded.codec.marker().to_owned()),
-            ),
-            (
-                "payload".to_owned(),
-                AttributeValue::B(Blob::new(encoded.bytes)),
-            ),
+            (keys::TTL.to_owned(), AttributeValue::N(self.expires_at.to_string())),
+            ("raw_size".to_owned(), AttributeValue::N(self.raw_payload.len().to_string())),
+            ("codec".to_owned(), AttributeValue::S(encoded.codec.marker().to_owned())),
+            ("payload".to_owned(), AttributeValue::B(Blob::new(encoded.bytes))),
         ])
     }
 }
@@ -232,40 +220,22 @@ pub enum ItemError {
     Json(#[from] serde_json::Error),
 }
 
-fn s<'a>(
-    item: &'a HashMap<String, AttributeValue>,
-    name: &'static str,
-) -> Result<&'a str, ItemError> {
-    item.get(name)
-        .and_then(|v| v.as_s().ok())
-        .map(String::as_str)
-        .ok_or(ItemError::Attribute(name))
+fn s<'a>(item: &'a HashMap<String, AttributeValue>, name: &'static str) -> Result<&'a str, ItemError> {
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str).ok_or(ItemError::Attribute(name))
 }
 
-fn n<T: std::str::FromStr>(
-    item: &HashMap<String, AttributeValue>,
-    name: &'static str,
-) -> Result<T, ItemError> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-        .ok_or(ItemError::Attribute(name))
+fn n<T: std::str::FromStr>(item: &HashMap<String, AttributeValue>, name: &'static str) -> Result<T, ItemError> {
+    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).ok_or(ItemError::Attribute(name))
 }
 
 impl StoredSubmission {
-    pub fn from_item(
-        item: &HashMap<String, AttributeValue>,
-    ) -> Result<StoredSubmission, ItemError> {
-        let (tenant, shard, id) =
-            match keys::Entity::classify(s(item, keys::PK)?, s(item, keys::SK)?) {
-                keys::Entity::Submission { tenant, shard, id } => (tenant, shard, id),
-                _ => return Err(ItemError::NotASubmission),
-            };
+    pub fn from_item(item: &HashMap<String, AttributeValue>) -> Result<StoredSubmission, ItemError> {
+        let (tenant, shard, id) = match keys::Entity::classify(s(item, keys::PK)?, s(item, keys::SK)?) {
+            keys::Entity::Submission { tenant, shard, id } => (tenant, shard, id),
+            _ => return Err(ItemError::NotASubmission),
+        };
         let codec = Codec::from_marker(s(item, "codec")?)?;
-        let bytes = item
-            .get("payload")
-            .and_then(|v| v.as_b().ok())
-            .ok_or(ItemError::Attribute("payload"))?;
+        let bytes = item.get("payload").and_then(|v| v.as_b().ok()).ok_or(ItemError::Attribute("payload"))?;
         let raw = codec::decode(codec, bytes.as_ref())?;
         Ok(StoredSubmission {
             tenant_id: tenant,
@@ -289,9 +259,7 @@ mod tests {
     use crate::sample::text_heavy_payload;
 
     pub(crate) fn message(size: usize) -> QueueMessage {
-        let Value::Object(payload) = text_heavy_payload(size, 3) else {
-            unreachable!()
-        };
+        let Value::Object(payload) = text_heavy_payload(size, 3) else { unreachable!() };
         QueueMessage {
             v: 1,
             submission_id: SubmissionId::parse("01JDQ7Z8X0000000000000000A").unwrap(),
@@ -316,7 +284,7 @@ mod tests {
             assert_eq!(back.submission_id, m.submission_id);
             assert_eq!(back.tenant_id, m.tenant_id);
             assert_eq!(back.expires_at, m.expires_at);
-            assert_eq!(back.codec, if size > 1024 { "br" } else { "id" });
+            assert_eq!(back.codec, if size > 1024 { "br.d1" } else { "id" });
             assert!(back.shard < 4);
         }
     }
@@ -324,12 +292,8 @@ mod tests {
     #[test]
     fn the_same_message_builds_the_same_item() {
         let body = serde_json::to_string(&message(4096)).unwrap();
-        let a = Submission::from_message_body(&body)
-            .unwrap()
-            .to_item(&PayloadCodec::default());
-        let b = Submission::from_message_body(&body)
-            .unwrap()
-            .to_item(&PayloadCodec::default());
+        let a = Submission::from_message_body(&body).unwrap().to_item(&PayloadCodec::default());
+        let b = Submission::from_message_body(&body).unwrap().to_item(&PayloadCodec::default());
         assert_eq!(a, b);
     }
 
@@ -337,46 +301,21 @@ mod tests {
     fn bad_messages_name_their_problem() {
         let mut m = message(100);
         m.v = 2;
-        assert_eq!(
-            Submission::from_message(m).unwrap_err().code(),
-            "unsupported_version"
-        );
+        assert_eq!(Submission::from_message(m).unwrap_err().code(), "unsupported_version");
         let mut m = message(100);
         m.shard_count = 0;
-        assert_eq!(
-            Submission::from_message(m).unwrap_err().code(),
-            "bad_shard_count"
-        );
+        assert_eq!(Submission::from_message(m).unwrap_err().code(), "bad_shard_count");
         let mut m = message(100);
         m.received_at = "yesterday".into();
-        assert_eq!(
-            Submission::from_message(m).unwrap_err().code(),
-            "bad_received_at"
-        );
+        assert_eq!(Submission::from_message(m).unwrap_err().code(), "bad_received_at");
         let mut m = message(100);
         m.expires_at = 0;
-        assert_eq!(
-            Submission::from_message(m).unwrap_err().code(),
-            "bad_expires_at"
-        );
+        assert_eq!(Submission::from_message(m).unwrap_err().code(), "bad_expires_at");
         let mut m = message(100);
         m.payload.insert("fields".into(), Value::String("x".into()));
-        assert_eq!(
-            Submission::from_message(m).unwrap_err().code(),
-            "bad_fields"
-        );
-        let forged = serde_json::to_string(&message(100))
-            .unwrap()
-            .replace("\"acme\"", "\"acme#SUB\"");
-        assert_eq!(
-            Submission::from_message_body(&forged).unwrap_err().code(),
-            "malformed_json"
-        );
-        assert_eq!(
-            Submission::from_message_body("{not json")
-                .unwrap_err()
-                .code(),
-            "malformed_json"
-        );
+        assert_eq!(Submission::from_message(m).unwrap_err().code(), "bad_fields");
+        let forged = serde_json::to_string(&message(100)).unwrap().replace("\"acme\"", "\"acme#SUB\"");
+        assert_eq!(Submission::from_message_body(&forged).unwrap_err().code(), "malformed_json");
+        assert_eq!(Submission::from_message_body("{not json").unwrap_err().code(), "malformed_json");
     }
 }

@@ -32,10 +32,7 @@ impl TenantProfile {
             .iter()
             .map(|e| {
                 AttributeValue::M(HashMap::from([
-                    (
-                        "since_ms".to_owned(),
-                        AttributeValue::N(e.since_ms.to_string()),
-                    ),
+                    ("since_ms".to_owned(), AttributeValue::N(e.since_ms.to_string())),
                     ("count".to_owned(), AttributeValue::N(e.count.to_string())),
                 ]))
             })
@@ -46,18 +43,9 @@ impl TenantProfile {
             (keys::GSI1PK.to_owned(), AttributeValue::S(dir.pk)),
             (keys::GSI1SK.to_owned(), AttributeValue::S(dir.sk)),
             ("name".to_owned(), AttributeValue::S(self.name.clone())),
-            (
-                "created_at".to_owned(),
-                AttributeValue::S(self.created_at.clone()),
-            ),
-            (
-                "retention_days".to_owned(),
-                AttributeValue::N(self.retention_days.to_string()),
-            ),
-            (
-                "shard_count".to_owned(),
-                AttributeValue::N(self.shards.current().to_string()),
-            ),
+            ("created_at".to_owned(), AttributeValue::S(self.created_at.clone())),
+            ("retention_days".to_owned(), AttributeValue::N(self.retention_days.to_string())),
+            ("shard_count".to_owned(), AttributeValue::N(self.shards.current().to_string())),
             ("shard_history".to_owned(), AttributeValue::L(epochs)),
         ])
     }
@@ -76,10 +64,7 @@ impl TenantProfile {
             .iter()
             .map(|e| {
                 let m = e.as_m().ok()?;
-                Some(ShardEpoch {
-                    since_ms: n(m.get("since_ms")?)?,
-                    count: u16::try_from(n(m.get("count")?)?).ok()?,
-                })
+                Some(ShardEpoch { since_ms: n(m.get("since_ms")?)?, count: u16::try_from(n(m.get("count")?)?).ok()? })
             })
             .collect::<Option<Vec<_>>>()?;
         Some(TenantProfile {

@@ -26,8 +26,6 @@ pub fn unique_names() -> ResourceNames {
 pub async fn fresh_stack() -> (AwsClients, ResourceNames, BootstrapReport) {
     let aws = local_engine().await;
     let names = unique_names();
-    let report = bootstrap(&aws, &names)
-        .await
-        .expect("bootstrap against the local engine");
+    let report = bootstrap(&aws, &names).await.expect("bootstrap against the local engine");
     (aws, names, report)
 }

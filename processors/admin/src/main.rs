@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use formbridge_shared::aws::{AwsClients, ResourceNames};
 use formbridge_shared::sharding::ShardHistory;
 use formbridge_shared::store::DataStore;
-use formbridge_shared::submission::QueueMessage;
+use formbridge_shared::submission::{QueueMessage, REJECT_DETAIL_ATTRIBUTE, REJECT_REASON_ATTRIBUTE};
 use formbridge_shared::tenant::{TenantProfile, DEFAULT_RETENTION_DAYS};
 use formbridge_shared::{bootstrap, sample, FormId, SiteDomain, SubmissionId, TenantId};
 
@@ -34,6 +34,9 @@ enum Command {
     /// Stored submissions.
     #[command(subcommand)]
     Submissions(SubmissionsCommand),
+    /// The ingest dead-letter queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Demo traffic straight onto the ingest queue (bypassing the HTTP endpoint).
     #[command(subcommand)]
     Demo(DemoCommand),
@@ -89,6 +92,17 @@ enum SubmissionsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Show up to 10 dead-lettered messages with the reason they were rejected, leaving them
+    /// on the queue (they are received with a zero visibility timeout).
+    Peek {
+        /// Characters of each body to show.
+        #[arg(long, default_value_t = 200)]
+        body_chars: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum DemoCommand {
     /// Enqueue synthetic text-heavy submissions for a tenant.
     Enqueue {
@@ -111,10 +125,7 @@ fn now_ms() -> u64 {
 }
 
 async fn profile(store: &DataStore, tenant: &TenantId) -> Result<TenantProfile> {
-    store
-        .get_tenant(tenant)
-        .await?
-        .with_context(|| format!("tenant {tenant} not found"))
+    store.get_tenant(tenant).await?.with_context(|| format!("tenant {tenant} not found"))
 }
 
 async fn execute(cli: Cli) -> Result<Value> {
@@ -122,19 +133,11 @@ async fn execute(cli: Cli) -> Result<Value> {
     let aws = AwsClients::from_env().await;
     let store = DataStore::new(aws.dynamodb.clone(), cli.resources.table.clone());
     Ok(match cli.command {
-        Command::Bootstrap => {
-            serde_json::to_value(bootstrap::bootstrap(&aws, &cli.resources).await?)?
-        }
-        Command::Tenant(TenantCommand::Create {
-            id,
-            name,
-            shards,
-            retention_days,
-        }) => {
+        Command::Bootstrap => serde_json::to_value(bootstrap::bootstrap(&aws, &cli.resources).await?)?,
+        Command::Tenant(TenantCommand::Create { id, name, shards, retention_days }) => {
             let profile = TenantProfile {
                 name: name.unwrap_or_else(|| id.to_string()),
-                created_at: OffsetDateTime::now_utc()
-                    .format(&time::format_description::well_known::Rfc3339)?,
+                created_at: OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?,
                 retention_days,
                 shards: ShardHistory::new(shards, now_ms()).context("--shards")?,
                 tenant_id: id,
@@ -142,16 +145,11 @@ async fn execute(cli: Cli) -> Result<Value> {
             store.create_tenant(&profile).await?;
             serde_json::to_value(profile)?
         }
-        Command::Tenant(TenantCommand::Show { id }) => {
-            serde_json::to_value(profile(&store, &id).await?)?
-        }
+        Command::Tenant(TenantCommand::Show { id }) => serde_json::to_value(profile(&store, &id).await?)?,
         Command::Tenant(TenantCommand::List) => json!({ "tenants": store.list_tenants().await? }),
-        Command::Tenant(TenantCommand::GrowShards { id, count }) => serde_json::to_value(
-            store
-                .grow_shards(&id, count, now_ms())
-                .await
-                .context("--count")?,
-        )?,
+        Command::Tenant(TenantCommand::GrowShards { id, count }) => {
+            serde_json::to_value(store.grow_shards(&id, count, now_ms()).await.context("--count")?)?
+        }
         Command::Submissions(SubmissionsCommand::List { tenant, limit }) => {
             let p = profile(&store, &tenant).await?;
             json!({ "submissions": store.recent_submissions(&tenant, &p, limit).await? })
@@ -163,13 +161,47 @@ async fn execute(cli: Cli) -> Result<Value> {
                 None => bail!("submission {id} of tenant {tenant} not found"),
             }
         }
-        Command::Demo(DemoCommand::Enqueue {
-            tenant,
-            count,
-            size,
-            site,
-            form,
-        }) => {
+        Command::Dlq(DlqCommand::Peek { body_chars }) => {
+            let url = aws
+                .sqs
+                .get_queue_url()
+                .queue_name(&cli.resources.ingest_dlq)
+                .send()
+                .await?
+                .queue_url
+                .unwrap_or_default();
+            let out = aws
+                .sqs
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .visibility_timeout(0)
+                .message_attribute_names("All")
+                .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+                .send()
+                .await?;
+            let attr = |m: &aws_sdk_sqs::types::Message, name: &str| {
+                m.message_attributes().and_then(|a| a.get(name)).and_then(|v| v.string_value()).map(str::to_owned)
+            };
+            let messages: Vec<Value> = out
+                .messages()
+                .iter()
+                .map(|m| {
+                    let body = m.body().unwrap_or_default();
+                    json!({
+                        "message_id": m.message_id(),
+                        // Messages moved by the redrive policy carry no reason: they failed to be
+                        // written maxReceiveCount times (see the persister's error logs).
+                        "reason": attr(m, REJECT_REASON_ATTRIBUTE).unwrap_or_else(|| "redriven_after_repeated_failures".into()),
+                        "detail": attr(m, REJECT_DETAIL_ATTRIBUTE),
+                        "body_bytes": body.len(),
+                        "body": body.chars().take(body_chars).collect::<String>(),
+                    })
+                })
+                .collect();
+            json!({ "queue": cli.resources.ingest_dlq, "messages": messages })
+        }
+        Command::Demo(DemoCommand::Enqueue { tenant, count, size, site, form }) => {
             let p = profile(&store, &tenant).await?;
             let url = aws
                 .sqs
@@ -183,20 +215,12 @@ async fn execute(cli: Cli) -> Result<Value> {
             let mut ids = Vec::with_capacity(count);
             let messages: Vec<QueueMessage> = (0..count)
                 .map(|i| {
-                    let Value::Object(payload) = sample::text_heavy_payload(size, seed + i as u64)
-                    else {
+                    let Value::Object(payload) = sample::text_heavy_payload(size, seed + i as u64) else {
                         unreachable!()
                     };
                     let id = SubmissionId::new();
                     ids.push(id);
-                    QueueMessage::new(
-                        &p,
-                        site.clone(),
-                        form.clone(),
-                        id,
-                        OffsetDateTime::now_utc(),
-                        payload,
-                    )
+                    QueueMessage::new(&p, site.clone(), form.clone(), id, OffsetDateTime::now_utc(), payload)
                 })
                 .collect();
             for chunk in messages.chunks(10) {
@@ -210,13 +234,7 @@ async fn execute(cli: Cli) -> Result<Value> {
                             .build()
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let out = aws
-                    .sqs
-                    .send_message_batch()
-                    .queue_url(&url)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await?;
+                let out = aws.sqs.send_message_batch().queue_url(&url).set_entries(Some(entries)).send().await?;
                 if !out.failed.is_empty() {
                     bail!("{} messages were refused by the queue", out.failed.len());
                 }

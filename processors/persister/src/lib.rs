@@ -23,6 +23,7 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
     SendMessageBatchRequestEntry,
 };
+use backon::BackoffBuilder;
 use futures::{SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
@@ -34,18 +35,12 @@ use formbridge_shared::submission::Submission;
 pub use config::Config;
 use writer::{write_all, DynamoBatchWrite, MAX_BATCH};
 
-/// Message attribute naming why a message was moved to the DLQ.
-pub const REJECT_REASON_ATTRIBUTE: &str = "formbridge-reject-reason";
-/// Message attribute with the human-readable detail.
-pub const REJECT_DETAIL_ATTRIBUTE: &str = "formbridge-reject-detail";
+pub use formbridge_shared::submission::{REJECT_DETAIL_ATTRIBUTE, REJECT_REASON_ATTRIBUTE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
     #[error("cannot resolve queue {name}: {source}")]
-    Queue {
-        name: String,
-        source: aws_sdk_sqs::Error,
-    },
+    Queue { name: String, source: aws_sdk_sqs::Error },
 }
 
 /// What a run did, for logs and tests.
@@ -99,27 +94,17 @@ async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String, Pers
         .send()
         .await
         .map(|o| o.queue_url.unwrap_or_default())
-        .map_err(|e| PersistError::Queue {
-            name: name.to_owned(),
-            source: e.into(),
-        })
+        .map_err(|e| PersistError::Queue { name: name.to_owned(), source: e.into() })
 }
 
 /// Runs until `shutdown` is cancelled, then finishes every message already received and returns.
-pub async fn run(
-    config: Config,
-    aws: AwsClients,
-    shutdown: CancellationToken,
-) -> Result<RunSummary, PersistError> {
+pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -> Result<RunSummary, PersistError> {
     let counters = Arc::new(Counters::default());
     let ctx = Arc::new(Ctx {
         queue_url: queue_url(&aws.sqs, &config.resources.ingest_queue).await?,
         dlq_url: queue_url(&aws.sqs, &config.resources.ingest_dlq).await?,
         sqs: aws.sqs.clone(),
-        table: DynamoBatchWrite {
-            client: aws.dynamodb.clone(),
-            table: config.resources.table.clone(),
-        },
+        table: DynamoBatchWrite { client: aws.dynamodb.clone(), table: config.resources.table.clone() },
         codec: PayloadCodec {
             threshold: config.compress_threshold,
             quality: config.brotli_quality,
@@ -132,15 +117,7 @@ pub async fn run(
 
     let (tx, rx) = futures::channel::mpsc::channel::<Message>(usize::from(config.pollers) * 10);
     let pollers: Vec<_> = (0..config.pollers)
-        .map(|i| {
-            tokio::spawn(poll(
-                ctx.clone(),
-                tx.clone(),
-                shutdown.clone(),
-                config.wait_seconds,
-                i,
-            ))
-        })
+        .map(|i| tokio::spawn(poll(ctx.clone(), tx.clone(), shutdown.clone(), config.wait_seconds, i)))
         .collect();
     drop(tx);
 
@@ -166,7 +143,17 @@ async fn poll(
     wait_seconds: u8,
     poller: u16,
 ) {
-    let mut failures = 0u32;
+    // Receive failures (the queue unreachable, throttling) back off with jitter, from 200 ms up
+    // to 20 s, and start over after the next success.
+    let fresh = || {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(20))
+            .without_max_times()
+            .with_jitter()
+            .build()
+    };
+    let mut backoff = fresh();
     while !shutdown.is_cancelled() {
         // A receive in flight is allowed to finish (at most `wait_seconds`): aborting it could
         // leave messages invisible until their visibility timeout.
@@ -181,7 +168,7 @@ async fn poll(
             .await;
         match out {
             Ok(out) => {
-                failures = 0;
+                backoff = fresh();
                 for m in out.messages.unwrap_or_default() {
                     ctx.counters.received.fetch_add(1, Ordering::Relaxed);
                     if tx.send(m).await.is_err() {
@@ -190,8 +177,7 @@ async fn poll(
                 }
             }
             Err(e) => {
-                failures += 1;
-                let delay = Duration::from_millis(200 * u64::from(failures.min(25)));
+                let delay = backoff.next().unwrap_or(Duration::from_secs(20));
                 tracing::warn!(poller, error = %aws_sdk_sqs::Error::from(e), ?delay, "receive failed");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
@@ -205,13 +191,7 @@ async fn poll(
 /// Messages whose items share one key (redeliveries of one submission, or duplicates sent by
 /// a replay) are written once and all deleted after that write.
 struct Prepared {
-    items: BTreeMap<
-        ItemKey,
-        (
-            HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
-            Vec<String>,
-        ),
-    >,
+    items: BTreeMap<ItemKey, (HashMap<String, aws_sdk_dynamodb::types::AttributeValue>, Vec<String>)>,
     rejected: Vec<(Message, formbridge_shared::submission::MessageError)>,
 }
 
@@ -222,9 +202,7 @@ fn prepare(codec: &PayloadCodec, batch: Vec<Message>) -> Prepared {
         let handle = m.receipt_handle.clone().unwrap_or_default();
         match Submission::from_message_body(m.body().unwrap_or_default()) {
             Ok(sub) => {
-                let entry = items
-                    .entry(sub.key())
-                    .or_insert_with(|| (sub.to_item(codec), Vec::new()));
+                let entry = items.entry(sub.key()).or_insert_with(|| (sub.to_item(codec), Vec::new()));
                 entry.1.push(handle);
             }
             Err(e) => rejected.push((m, e)),
@@ -244,25 +222,14 @@ async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Message>) {
         let (requests, handles): (Vec<_>, Vec<_>) = items
             .into_values()
             .map(|(item, handles)| {
-                let put = PutRequest::builder()
-                    .set_item(Some(item))
-                    .build()
-                    .expect("item is set");
+                let put = PutRequest::builder().set_item(Some(item)).build().expect("item is set");
                 (WriteRequest::builder().put_request(put).build(), handles)
             })
             .unzip();
-        match write_all(
-            &ctx.table,
-            requests,
-            writer::unprocessed_backoff(ctx.write_retries),
-        )
-        .await
-        {
+        match write_all(&ctx.table, requests, writer::unprocessed_backoff(ctx.write_retries)).await {
             Ok(calls) => {
                 ctx.counters.written.fetch_add(n, Ordering::Relaxed);
-                ctx.counters
-                    .batch_write_calls
-                    .fetch_add(u64::from(calls), Ordering::Relaxed);
+                ctx.counters.batch_write_calls.fetch_add(u64::from(calls), Ordering::Relaxed);
                 metrics::counter!("persister_items_written_total").increment(n);
                 deletable.extend(handles.into_iter().flatten());
             }
@@ -280,10 +247,7 @@ async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Message>) {
 
 /// Sends rejected messages to the DLQ with their reason; returns the receipt handles that may
 /// now be deleted from the ingest queue (those the DLQ accepted).
-async fn dead_letter(
-    ctx: &Ctx,
-    rejected: Vec<(Message, formbridge_shared::submission::MessageError)>,
-) -> Vec<String> {
+async fn dead_letter(ctx: &Ctx, rejected: Vec<(Message, formbridge_shared::submission::MessageError)>) -> Vec<String> {
     let mut deletable = Vec::new();
     for chunk in rejected.chunks(10) {
         let entries: Vec<_> = chunk
@@ -291,11 +255,7 @@ async fn dead_letter(
             .enumerate()
             .map(|(i, (m, e))| {
                 let attr = |v: &str| {
-                    MessageAttributeValue::builder()
-                        .data_type("String")
-                        .string_value(v)
-                        .build()
-                        .expect("set")
+                    MessageAttributeValue::builder().data_type("String").string_value(v).build().expect("set")
                 };
                 let detail: String = e.to_string().chars().take(512).collect();
                 SendMessageBatchRequestEntry::builder()
@@ -307,13 +267,7 @@ async fn dead_letter(
                     .expect("id and body are set")
             })
             .collect();
-        let sent = ctx
-            .sqs
-            .send_message_batch()
-            .queue_url(&ctx.dlq_url)
-            .set_entries(Some(entries))
-            .send()
-            .await;
+        let sent = ctx.sqs.send_message_batch().queue_url(&ctx.dlq_url).set_entries(Some(entries)).send().await;
         let ok_ids: Vec<String> = match sent {
             Ok(out) => out.successful.iter().map(|s| s.id.clone()).collect(),
             Err(e) => {
@@ -327,8 +281,7 @@ async fn dead_letter(
             tracing::warn!(message_id = m.message_id().unwrap_or_default(), reason = e.code(), detail = %e, moved_to_dlq = moved, "rejected queue message");
             if moved {
                 ctx.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("persister_messages_rejected_total", "reason" => e.code())
-                    .increment(1);
+                metrics::counter!("persister_messages_rejected_total", "reason" => e.code()).increment(1);
                 deletable.push(m.receipt_handle.clone().unwrap_or_default());
             }
         }
@@ -342,25 +295,12 @@ async fn delete(ctx: &Ctx, handles: Vec<String>) {
             .iter()
             .enumerate()
             .map(|(i, h)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(h)
-                    .build()
-                    .expect("set")
+                DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(h).build().expect("set")
             })
             .collect();
-        match ctx
-            .sqs
-            .delete_message_batch()
-            .queue_url(&ctx.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
+        match ctx.sqs.delete_message_batch().queue_url(&ctx.queue_url).set_entries(Some(entries)).send().await {
             Ok(out) => {
-                ctx.counters
-                    .deleted
-                    .fetch_add(out.successful.len() as u64, Ordering::Relaxed);
+                ctx.counters.deleted.fetch_add(out.successful.len() as u64, Ordering::Relaxed);
                 for f in out.failed {
                     // Harmless: the message comes back and rewrites the same item.
                     tracing::warn!(code = f.code, "delete failed; message will be redelivered");
@@ -378,20 +318,12 @@ mod tests {
     use super::*;
 
     fn msg(body: &str, handle: &str) -> Message {
-        Message::builder()
-            .body(body)
-            .receipt_handle(handle)
-            .message_id(handle)
-            .build()
+        Message::builder().body(body).receipt_handle(handle).message_id(handle).build()
     }
 
     #[test]
     fn duplicates_in_a_batch_become_one_item_and_every_copy_is_deleted() {
-        let Ok(serde_json::Value::Object(payload)) =
-            serde_json::from_str(r#"{"fields":{"a":"b"}}"#)
-        else {
-            panic!()
-        };
+        let Ok(serde_json::Value::Object(payload)) = serde_json::from_str(r#"{"fields":{"a":"b"}}"#) else { panic!() };
         let m = formbridge_shared::submission::QueueMessage {
             v: 1,
             submission_id: formbridge_shared::SubmissionId::new(),
@@ -404,15 +336,9 @@ mod tests {
             payload,
         };
         let body = serde_json::to_string(&m).unwrap();
-        let p = prepare(
-            &PayloadCodec::default(),
-            vec![msg(&body, "h1"), msg(&body, "h2"), msg("{oops", "h3")],
-        );
+        let p = prepare(&PayloadCodec::default(), vec![msg(&body, "h1"), msg(&body, "h2"), msg("{oops", "h3")]);
         assert_eq!(p.items.len(), 1);
-        assert_eq!(
-            p.items.values().next().unwrap().1,
-            vec!["h1".to_string(), "h2".to_string()]
-        );
+        assert_eq!(p.items.values().next().unwrap().1, vec!["h1".to_string(), "h2".to_string()]);
         assert_eq!(p.rejected.len(), 1);
         assert_eq!(p.rejected[0].1.code(), "malformed_json");
     }

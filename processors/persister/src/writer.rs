@@ -36,10 +36,7 @@ pub struct DynamoBatchWrite {
 }
 
 impl BatchWrite for DynamoBatchWrite {
-    async fn write(
-        &self,
-        requests: Vec<WriteRequest>,
-    ) -> Result<Vec<WriteRequest>, aws_sdk_dynamodb::Error> {
+    async fn write(&self, requests: Vec<WriteRequest>) -> Result<Vec<WriteRequest>, aws_sdk_dynamodb::Error> {
         let out = self
             .client
             .batch_write_item()
@@ -47,10 +44,7 @@ impl BatchWrite for DynamoBatchWrite {
             .send()
             .await
             .map_err(aws_sdk_dynamodb::Error::from)?;
-        Ok(out
-            .unprocessed_items
-            .and_then(|mut m| m.remove(&self.table))
-            .unwrap_or_default())
+        Ok(out.unprocessed_items.and_then(|mut m| m.remove(&self.table)).unwrap_or_default())
     }
 }
 
@@ -82,11 +76,7 @@ pub async fn write_all(
         }
         match backoff.next() {
             Some(delay) => {
-                tracing::debug!(
-                    unprocessed = pending.len(),
-                    ?delay,
-                    "retrying unprocessed items"
-                );
+                tracing::debug!(unprocessed = pending.len(), ?delay, "retrying unprocessed items");
                 tokio::time::sleep(delay).await;
             }
             None => return Err(WriteError::Exhausted(pending.len())),
@@ -108,10 +98,7 @@ mod tests {
     }
 
     impl BatchWrite for Throttled {
-        async fn write(
-            &self,
-            mut requests: Vec<WriteRequest>,
-        ) -> Result<Vec<WriteRequest>, aws_sdk_dynamodb::Error> {
+        async fn write(&self, mut requests: Vec<WriteRequest>) -> Result<Vec<WriteRequest>, aws_sdk_dynamodb::Error> {
             let n = self.per_call.min(requests.len());
             let rest = requests.split_off(n);
             self.written.lock().unwrap().extend(requests);
@@ -122,10 +109,7 @@ mod tests {
     fn requests(n: usize) -> Vec<WriteRequest> {
         (0..n)
             .map(|i| {
-                let put = PutRequest::builder()
-                    .item("PK", AttributeValue::S(i.to_string()))
-                    .build()
-                    .unwrap();
+                let put = PutRequest::builder().item("PK", AttributeValue::S(i.to_string())).build().unwrap();
                 WriteRequest::builder().put_request(put).build()
             })
             .collect()
@@ -137,26 +121,16 @@ mod tests {
 
     #[tokio::test]
     async fn unprocessed_items_are_retried_until_written() {
-        let port = Throttled {
-            per_call: 7,
-            written: Mutex::new(vec![]),
-        };
-        let calls = write_all(&port, requests(25), instant().take(10))
-            .await
-            .unwrap();
+        let port = Throttled { per_call: 7, written: Mutex::new(vec![]) };
+        let calls = write_all(&port, requests(25), instant().take(10)).await.unwrap();
         assert_eq!(calls, 4);
         assert_eq!(port.written.lock().unwrap().len(), 25);
     }
 
     #[tokio::test]
     async fn the_policy_gives_up_and_reports_what_is_left() {
-        let port = Throttled {
-            per_call: 0,
-            written: Mutex::new(vec![]),
-        };
-        let err = write_all(&port, requests(5), instant().take(3))
-            .await
-            .unwrap_err();
+        let port = Throttled { per_call: 0, written: Mutex::new(vec![]) };
+        let err = write_all(&port, requests(5), instant().take(3)).await.unwrap_err();
         assert!(matches!(err, WriteError::Exhausted(5)));
     }
 

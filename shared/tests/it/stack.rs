@@ -22,9 +22,7 @@ fn profile(tenant: &str, shards: u16) -> TenantProfile {
 }
 
 async fn put_submission(store: &DataStore, p: &TenantProfile, seed: u64) -> SubmissionId {
-    let serde_json::Value::Object(payload) = sample::text_heavy_payload(1800, seed) else {
-        panic!()
-    };
+    let serde_json::Value::Object(payload) = sample::text_heavy_payload(1800, seed) else { panic!() };
     let id = SubmissionId::new();
     let m = QueueMessage::new(
         p,
@@ -34,47 +32,20 @@ async fn put_submission(store: &DataStore, p: &TenantProfile, seed: u64) -> Subm
         time::OffsetDateTime::now_utc(),
         payload,
     );
-    let item = Submission::from_message(m)
-        .unwrap()
-        .to_item(&PayloadCodec::default());
-    store
-        .client()
-        .put_item()
-        .table_name(store.table())
-        .set_item(Some(item))
-        .send()
-        .await
-        .unwrap();
+    let item = Submission::from_message(m).unwrap().to_item(&PayloadCodec::default());
+    store.client().put_item().table_name(store.table()).set_item(Some(item)).send().await.unwrap();
     id
 }
 
 #[tokio::test]
 async fn bootstrap_twice_changes_nothing() {
     let (aws, names, first) = fresh_stack().await;
-    assert!(
-        first.steps.iter().any(|s| s.outcome == Outcome::Created),
-        "{first:?}"
-    );
-    let before = aws
-        .dynamodb
-        .describe_table()
-        .table_name(&names.table)
-        .send()
-        .await
-        .unwrap();
+    assert!(first.steps.iter().any(|s| s.outcome == Outcome::Created), "{first:?}");
+    let before = aws.dynamodb.describe_table().table_name(&names.table).send().await.unwrap();
     let second = bootstrap(&aws, &names).await.unwrap();
-    assert!(
-        !second.changed(),
-        "second run changed something: {second:?}"
-    );
+    assert!(!second.changed(), "second run changed something: {second:?}");
     assert_eq!(second.ingest_queue_url, first.ingest_queue_url);
-    let after = aws
-        .dynamodb
-        .describe_table()
-        .table_name(&names.table)
-        .send()
-        .await
-        .unwrap();
+    let after = aws.dynamodb.describe_table().table_name(&names.table).send().await.unwrap();
     let t = |d: &aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput| {
         let t = d.table().unwrap();
         (
@@ -91,43 +62,19 @@ async fn bootstrap_twice_changes_nothing() {
         .global_secondary_indexes()
         .iter()
         .map(|g| {
-            (
-                g.index_name().unwrap().to_owned(),
-                g.projection()
-                    .unwrap()
-                    .projection_type()
-                    .unwrap()
-                    .as_str()
-                    .to_owned(),
-            )
+            (g.index_name().unwrap().to_owned(), g.projection().unwrap().projection_type().unwrap().as_str().to_owned())
         })
         .collect();
     gsis.sort();
     assert_eq!(
         gsis,
-        vec![
-            ("GSI1".into(), "ALL".into()),
-            ("GSI2".into(), "KEYS_ONLY".into()),
-            ("GSI3".into(), "INCLUDE".into())
-        ]
+        vec![("GSI1".into(), "ALL".into()), ("GSI2".into(), "KEYS_ONLY".into()), ("GSI3".into(), "INCLUDE".into())]
     );
     let spec = table.stream_specification().unwrap();
     assert!(spec.stream_enabled());
-    assert_eq!(
-        spec.stream_view_type().unwrap().as_str(),
-        "NEW_AND_OLD_IMAGES"
-    );
-    let ttl = aws
-        .dynamodb
-        .describe_time_to_live()
-        .table_name(&names.table)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        ttl.time_to_live_description().unwrap().attribute_name(),
-        Some("ttl")
-    );
+    assert_eq!(spec.stream_view_type().unwrap().as_str(), "NEW_AND_OLD_IMAGES");
+    let ttl = aws.dynamodb.describe_time_to_live().table_name(&names.table).send().await.unwrap();
+    assert_eq!(ttl.time_to_live_description().unwrap().attribute_name(), Some("ttl"));
 
     // The queue has its DLQ, redrive and explicit 1 MiB message size.
     let attrs = aws
@@ -140,19 +87,9 @@ async fn bootstrap_twice_changes_nothing() {
         .unwrap()
         .attributes
         .unwrap();
-    assert_eq!(
-        attrs[&aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize],
-        "1048576"
-    );
-    assert!(
-        attrs[&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy].contains(&names.ingest_dlq)
-    );
-    aws.eventbridge
-        .describe_event_bus()
-        .name(&names.event_bus)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(attrs[&aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize], "1048576");
+    assert!(attrs[&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy].contains(&names.ingest_dlq));
+    aws.eventbridge.describe_event_bus().name(&names.event_bus).send().await.unwrap();
 }
 
 #[tokio::test]
@@ -161,19 +98,12 @@ async fn bootstrap_repairs_a_drifted_queue() {
     aws.sqs
         .set_queue_attributes()
         .queue_url(&first.ingest_queue_url)
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize,
-            "262144",
-        )
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize, "262144")
         .send()
         .await
         .unwrap();
     let second = bootstrap(&aws, &names).await.unwrap();
-    let queue_step = second
-        .steps
-        .iter()
-        .find(|s| s.name == names.ingest_queue)
-        .unwrap();
+    let queue_step = second.steps.iter().find(|s| s.name == names.ingest_queue).unwrap();
     assert_eq!(queue_step.outcome, Outcome::Updated);
     assert!(!bootstrap(&aws, &names).await.unwrap().changed());
 }
@@ -184,22 +114,13 @@ async fn tenants_are_created_once_and_shards_only_grow() {
     let store = DataStore::new(aws.dynamodb.clone(), names.table.clone());
     let p = profile("acme", 2);
     store.create_tenant(&p).await.unwrap();
-    assert!(matches!(
-        store.create_tenant(&p).await,
-        Err(StoreError::TenantExists(_))
-    ));
-    assert_eq!(
-        store.get_tenant(&p.tenant_id).await.unwrap(),
-        Some(p.clone())
-    );
+    assert!(matches!(store.create_tenant(&p).await, Err(StoreError::TenantExists(_))));
+    assert_eq!(store.get_tenant(&p.tenant_id).await.unwrap(), Some(p.clone()));
     assert!(store.grow_shards(&p.tenant_id, 1, 10).await.is_err());
     let grown = store.grow_shards(&p.tenant_id, 8, 10).await.unwrap();
     assert_eq!(grown.shards.current(), 8);
     assert_eq!(grown.shards.epochs().len(), 2);
-    assert_eq!(
-        store.list_tenants().await.unwrap(),
-        vec![p.tenant_id.clone()]
-    );
+    assert_eq!(store.list_tenants().await.unwrap(), vec![p.tenant_id.clone()]);
 }
 
 #[tokio::test]
@@ -218,14 +139,7 @@ async fn items_written_under_an_older_shard_count_stay_readable() {
         let got = store.get_submission(&grown, id).await.unwrap();
         assert_eq!(got.map(|s| s.submission_id), Some(*id));
     }
-    assert_eq!(
-        store
-            .recent_submissions(&p.tenant_id, &grown, 100)
-            .await
-            .unwrap()
-            .len(),
-        7
-    );
+    assert_eq!(store.recent_submissions(&p.tenant_id, &grown, 100).await.unwrap().len(), 7);
 }
 
 #[tokio::test]
@@ -240,19 +154,10 @@ async fn one_tenants_reads_never_return_another_tenants_items() {
     }
     let a_id = put_submission(&store, &a, 1).await;
     let b_id = put_submission(&store, &b, 2).await;
-    let a_list = store
-        .recent_submissions(&a.tenant_id, &a, 100)
-        .await
-        .unwrap();
-    assert_eq!(
-        a_list.iter().map(|s| s.submission_id).collect::<Vec<_>>(),
-        vec![a_id]
-    );
+    let a_list = store.recent_submissions(&a.tenant_id, &a, 100).await.unwrap();
+    assert_eq!(a_list.iter().map(|s| s.submission_id).collect::<Vec<_>>(), vec![a_id]);
     assert!(a_list.iter().all(|s| s.tenant_id == a.tenant_id));
-    assert!(
-        store.get_submission(&a, &b_id).await.unwrap().is_none(),
-        "tenant A read tenant B's submission"
-    );
+    assert!(store.get_submission(&a, &b_id).await.unwrap().is_none(), "tenant A read tenant B's submission");
     // The raw partition of A holds nothing of B.
     for shard in a.shards.read_shards() {
         let out = aws
@@ -260,16 +165,10 @@ async fn one_tenants_reads_never_return_another_tenants_items() {
             .query()
             .table_name(&names.table)
             .key_condition_expression("PK = :pk")
-            .expression_attribute_values(
-                ":pk",
-                AttributeValue::S(keys::submission_pk(&a.tenant_id, shard)),
-            )
+            .expression_attribute_values(":pk", AttributeValue::S(keys::submission_pk(&a.tenant_id, shard)))
             .send()
             .await
             .unwrap();
-        assert!(out
-            .items()
-            .iter()
-            .all(|i| !i["SK"].as_s().unwrap().contains(&b_id.to_string())));
+        assert!(out.items().iter().all(|i| !i["SK"].as_s().unwrap().contains(&b_id.to_string())));
     }
 }

@@ -32,20 +32,11 @@ impl TestStack {
             shards: ShardHistory::new(shards, 0).unwrap(),
         };
         store.create_tenant(&tenant).await.unwrap();
-        Self {
-            aws,
-            names,
-            queue_url: report.ingest_queue_url,
-            dlq_url: report.ingest_dlq_url,
-            store,
-            tenant,
-        }
+        Self { aws, names, queue_url: report.ingest_queue_url, dlq_url: report.ingest_dlq_url, store, tenant }
     }
 
     pub fn message(&self, size: usize, seed: u64) -> QueueMessage {
-        let serde_json::Value::Object(payload) = sample::text_heavy_payload(size, seed) else {
-            panic!()
-        };
+        let serde_json::Value::Object(payload) = sample::text_heavy_payload(size, seed) else { panic!() };
         QueueMessage::new(
             &self.tenant,
             "www.example.com".parse().unwrap(),
@@ -62,11 +53,7 @@ impl TestStack {
                 .iter()
                 .enumerate()
                 .map(|(i, b)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(b)
-                        .build()
-                        .unwrap()
+                    SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(b).build().unwrap()
                 })
                 .collect();
             let out = self
@@ -97,12 +84,7 @@ impl TestStack {
     pub async fn stored(&self) -> Vec<StoredSubmission> {
         let mut all = Vec::new();
         for shard in self.tenant.shards.read_shards() {
-            all.extend(
-                self.store
-                    .shard_submissions(&self.tenant.tenant_id, shard, usize::MAX)
-                    .await
-                    .unwrap(),
-            );
+            all.extend(self.store.shard_submissions(&self.tenant.tenant_id, shard, usize::MAX).await.unwrap());
         }
         all
     }

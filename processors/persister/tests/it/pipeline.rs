@@ -8,48 +8,28 @@ use crate::helpers::TestStack;
 #[tokio::test]
 async fn n_messages_become_n_decodable_items_spread_over_shards() {
     let stack = TestStack::new(4).await;
-    let messages: Vec<_> = (0..60)
-        .map(|i| stack.message([600, 2048, 4096][i % 3], i as u64))
-        .collect();
-    let bodies: Vec<_> = messages
-        .iter()
-        .map(|m| serde_json::to_string(m).unwrap())
-        .collect();
+    let messages: Vec<_> = (0..60).map(|i| stack.message([600, 2048, 4096][i % 3], i as u64)).collect();
+    let bodies: Vec<_> = messages.iter().map(|m| serde_json::to_string(m).unwrap()).collect();
     stack.send_bodies(&bodies).await;
 
     let running = stack.start(stack.config());
     let stored = stack.wait_for_stored(60).await;
-    assert_eq!(
-        stack.wait_queue_drained().await,
-        (0, 0),
-        "messages left on the queue"
-    );
+    assert_eq!(stack.wait_queue_drained().await, (0, 0), "messages left on the queue");
     let summary = running.stop().await;
 
     assert_eq!(stored.len(), 60);
     assert_eq!(summary.written, 60);
     assert_eq!(summary.deleted, 60);
     for m in &messages {
-        let s = stored
-            .iter()
-            .find(|s| s.submission_id == m.submission_id)
-            .expect("every message is stored");
-        assert_eq!(
-            s.payload,
-            serde_json::Value::Object(m.payload.clone()),
-            "payload decodes to what was sent"
-        );
+        let s = stored.iter().find(|s| s.submission_id == m.submission_id).expect("every message is stored");
+        assert_eq!(s.payload, serde_json::Value::Object(m.payload.clone()), "payload decodes to what was sent");
         assert_eq!(s.expires_at, m.expires_at);
         assert_eq!(s.received_at, m.received_at);
-        let expected_codec = if s.raw_size > 1024 { "br" } else { "id" };
+        let expected_codec = if s.raw_size > 1024 { "br.d1" } else { "id" };
         assert_eq!(s.codec, expected_codec);
     }
     let shards: HashSet<u16> = stored.iter().map(|s| s.shard).collect();
-    assert_eq!(
-        shards.len(),
-        4,
-        "60 submissions should touch all 4 shards, got {shards:?}"
-    );
+    assert_eq!(shards.len(), 4, "60 submissions should touch all 4 shards, got {shards:?}");
     // Compression pays: the 2 and 4 KiB text-heavy forms are stored in well under their raw size.
     let big: Vec<_> = stored.iter().filter(|s| s.raw_size > 2000).collect();
     let raw: usize = big.iter().map(|s| s.raw_size).sum();
@@ -61,10 +41,7 @@ async fn n_messages_become_n_decodable_items_spread_over_shards() {
 async fn a_redelivered_message_is_stored_once() {
     let stack = TestStack::new(2).await;
     let messages: Vec<_> = (0..12).map(|i| stack.message(1500, i)).collect();
-    let bodies: Vec<_> = messages
-        .iter()
-        .map(|m| serde_json::to_string(m).unwrap())
-        .collect();
+    let bodies: Vec<_> = messages.iter().map(|m| serde_json::to_string(m).unwrap()).collect();
     // Each message twice in the first round (duplicates in one batch), then all again after the
     // first run has written them (a redelivery after a crash between write and delete).
     let doubled: Vec<_> = bodies.iter().chain(bodies.iter()).cloned().collect();
@@ -88,9 +65,7 @@ async fn a_redelivered_message_is_stored_once() {
 #[tokio::test]
 async fn poison_messages_go_to_the_dlq_with_a_reason_and_the_rest_get_through() {
     let stack = TestStack::new(2).await;
-    let mut bodies: Vec<_> = (0..15)
-        .map(|i| serde_json::to_string(&stack.message(1200, i)).unwrap())
-        .collect();
+    let mut bodies: Vec<_> = (0..15).map(|i| serde_json::to_string(&stack.message(1200, i)).unwrap()).collect();
     let mut forged = stack.message(100, 99);
     forged.shard_count = 0;
     let poison = [
@@ -125,14 +100,8 @@ async fn poison_messages_go_to_the_dlq_with_a_reason_and_the_rest_get_through() 
             .await
             .unwrap();
         for m in out.messages.unwrap_or_default() {
-            assert!(
-                poison.contains(&m.body().unwrap().to_string()),
-                "DLQ holds the original body"
-            );
-            let reason = m.message_attributes().unwrap()[REJECT_REASON_ATTRIBUTE]
-                .string_value()
-                .unwrap()
-                .to_string();
+            assert!(poison.contains(&m.body().unwrap().to_string()), "DLQ holds the original body");
+            let reason = m.message_attributes().unwrap()[REJECT_REASON_ATTRIBUTE].string_value().unwrap().to_string();
             reasons.push(reason);
         }
         if reasons.len() >= 3 {
@@ -140,43 +109,24 @@ async fn poison_messages_go_to_the_dlq_with_a_reason_and_the_rest_get_through() 
         }
     }
     reasons.sort();
-    assert_eq!(
-        reasons,
-        vec!["bad_shard_count", "malformed_json", "malformed_json"]
-    );
-    assert_eq!(
-        stack.stored().await.len(),
-        15,
-        "nothing of the poison was written"
-    );
+    assert_eq!(reasons, vec!["bad_shard_count", "malformed_json", "malformed_json"]);
+    assert_eq!(stack.stored().await.len(), 15, "nothing of the poison was written");
 }
 
 #[tokio::test]
 async fn shutdown_finishes_what_was_received_and_loses_nothing() {
     let stack = TestStack::new(3).await;
-    let bodies: Vec<_> = (0..200)
-        .map(|i| serde_json::to_string(&stack.message(2048, i)).unwrap())
-        .collect();
+    let bodies: Vec<_> = (0..200).map(|i| serde_json::to_string(&stack.message(2048, i)).unwrap()).collect();
     stack.send_bodies(&bodies).await;
 
     // Stop the first instance as soon as anything is stored, mid-stream.
     let running = stack.start(stack.config());
     stack.wait_for_stored(1).await;
     let first = running.stop().await;
-    assert_eq!(
-        first.received,
-        first.written + first.write_failures,
-        "received messages were not all handled"
-    );
-    assert_eq!(
-        first.deleted, first.written,
-        "only written messages were deleted"
-    );
+    assert_eq!(first.received, first.written + first.write_failures, "received messages were not all handled");
+    assert_eq!(first.deleted, first.written, "only written messages were deleted");
     let (_, in_flight) = stack.queue_depth(&stack.queue_url).await;
-    assert_eq!(
-        in_flight, 0,
-        "a stopped persister must not hold messages invisible"
-    );
+    assert_eq!(in_flight, 0, "a stopped persister must not hold messages invisible");
 
     // Two more instances at once drain the rest.
     let a = stack.start(stack.config());
@@ -184,9 +134,5 @@ async fn shutdown_finishes_what_was_received_and_loses_nothing() {
     assert_eq!(stack.wait_for_stored(200).await.len(), 200);
     assert_eq!(stack.wait_queue_drained().await, (0, 0));
     let (sa, sb) = (a.stop().await, b.stop().await);
-    assert_eq!(
-        first.written + sa.written + sb.written,
-        200,
-        "every message written exactly once"
-    );
+    assert_eq!(first.written + sa.written + sb.written, 200, "every message written exactly once");
 }
