@@ -7,10 +7,13 @@ source "$(dirname "$0")/engine.sh"
 cd "$ROOT"
 
 PORT="${FORMBRIDGE_LOCAL_PORT:-4566}"
-if python3 -c "import socket,sys; s=socket.socket(); sys.exit(0 if s.connect_ex(('127.0.0.1',$PORT))==0 else 1)"; then
-  echo "port $PORT is already in use (is another run.sh running?). Set FORMBRIDGE_LOCAL_PORT to use another." >&2
-  exit 1
-fi
+INGEST_PORT="${FORMBRIDGE_INGEST_PORT:-8080}"
+for p in "$PORT" "$INGEST_PORT"; do
+  if python3 -c "import socket,sys; s=socket.socket(); sys.exit(0 if s.connect_ex(('127.0.0.1',$p))==0 else 1)"; then
+    echo "port $p is already in use (is another run.sh running?). Set FORMBRIDGE_LOCAL_PORT / FORMBRIDGE_INGEST_PORT." >&2
+    exit 1
+  fi
+done
 
 ensure_engine_installed
 echo "==> building" >&2
@@ -28,19 +31,40 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
+# The master key that seals signing secrets: made once for this checkout, never committed.
+mkdir -p "$STATE"
+if [ ! -s "$STATE/master.keys" ]; then
+  python3 -c 'import os,base64; print("local1:" + base64.b64encode(os.urandom(32)).decode())' >"$STATE/master.keys"
+  chmod 600 "$STATE/master.keys"
+fi
+export FORMBRIDGE_MASTER_KEYS_FILE="$STATE/master.keys"
+export INGEST_LISTEN="127.0.0.1:$INGEST_PORT"
+
 start_engine "$PORT"
 echo "==> local engine at $AWS_ENDPOINT_URL" >&2
 "$BIN/formbridge-admin" bootstrap >"$STATE/bootstrap.json"
 "$BIN/formbridge-admin" tenant show --id demo >/dev/null 2>&1 \
   || "$BIN/formbridge-admin" tenant create --id demo --name "Demo Agency" --shards 4 >/dev/null
 
+"$BIN/formbridge-admin" site add --tenant demo --domain demo.example.com \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["sites"][0]["signing_secret"])' >"$STATE/demo-site.secret"
+chmod 600 "$STATE/demo-site.secret"
+
 "$BIN/formbridge-persister" >"$STATE/persister.log" 2>&1 &
 PIDS+=($!)
+"$BIN/formbridge-ingest" >"$STATE/ingest.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 50); do
+  curl -fs "http://127.0.0.1:$INGEST_PORT/healthz" >/dev/null 2>&1 && break
+  sleep 0.2
+done
 
-"$BIN/formbridge-admin" demo enqueue --tenant demo --count 20 >/dev/null
+"$BIN/formbridge-admin" demo post --url "http://127.0.0.1:$INGEST_PORT" --secret-file "$STATE/demo-site.secret" --count 5 >/dev/null
+"$BIN/formbridge-admin" demo enqueue --tenant demo --count 15 >/dev/null
 
 cat >"$STATE/env" <<ENV
 export AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=$AWS_REGION AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
+export FORMBRIDGE_MASTER_KEYS_FILE=$STATE/master.keys
 export PATH="$BIN:\$PATH"
 ENV
 
@@ -49,14 +73,18 @@ cat <<MSG
 Form-Bridge is running locally.
   engine     $AWS_ENDPOINT_URL (moto server; state lives in memory until Ctrl-C)
   resources  $STATE/bootstrap.json
+  ingest     http://127.0.0.1:$INGEST_PORT/v1/submissions   (health: /healthz, metrics: /metrics; logs $STATE/ingest.log)
   persister  logs in $STATE/persister.log
-  tenant     demo (4 write shards); 20 demo submissions were queued
+  tenant     demo (4 write shards), site demo.example.com (secret in $STATE/demo-site.secret)
+  traffic    5 signed posts through ingest and 15 messages straight onto the queue were sent
 
 In another terminal:
   source $STATE/env
   formbridge-admin submissions list --tenant demo --limit 5     # stored, decoded, newest first
-  formbridge-admin demo enqueue --tenant demo --count 100       # more traffic onto the queue
-  formbridge-admin tenant show --id demo                        # shard history, retention
+  formbridge-admin demo post --url http://127.0.0.1:$INGEST_PORT --secret-file $STATE/demo-site.secret --count 20
+  formbridge-admin site show --domain demo.example.com           # site status (never its secret)
+  formbridge-admin tenant show --id demo                         # shard history, retention
+  curl -s -XPOST http://127.0.0.1:$INGEST_PORT/v1/submissions -H 'content-type: application/json' -d '{}'   # a 401, as JSON
 
 Ctrl-C here stops everything.
 MSG

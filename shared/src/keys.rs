@@ -165,6 +165,24 @@ pub fn audit_event(tenant: &TenantId, at: OffsetDateTime, event: ulid::Ulid) -> 
     key(format!("AUDIT#{tenant}#{:04}-{:02}", at.year(), u8::from(at.month())), format!("EVT#{event}"))
 }
 
+/// Authentication failures against a tenant's site, one counter item per site and minute, so a
+/// flood of forged requests costs at most one write per site per minute.
+pub fn auth_failures(tenant: &TenantId, domain: &SiteDomain, minute: OffsetDateTime) -> ItemKey {
+    let m = minute.to_offset(time::UtcOffset::UTC);
+    key(
+        format!("AUDIT#{tenant}#{:04}-{:02}", m.year(), u8::from(m.month())),
+        format!("AUTHFAIL#{}T{:02}:{:02}#{domain}", m.date(), m.hour(), m.minute()),
+    )
+}
+
+/// Authentication failures for domains that are not registered (no tenant to file them under),
+/// aggregated per minute in one daily partition. The domain is kept only if it normalises.
+pub fn unknown_site_failures(domain: Option<&SiteDomain>, minute: OffsetDateTime) -> ItemKey {
+    let m = minute.to_offset(time::UtcOffset::UTC);
+    let d = domain.map_or("-", SiteDomain::as_str);
+    key(format!("SECURITY#{}", m.date()), format!("AUTHFAIL#{}T{:02}:{:02}#{d}", m.date(), m.hour(), m.minute()))
+}
+
 // ---- control table -------------------------------------------------------------------------
 
 /// A stream-shard lease of one consumer group (control table).
@@ -178,14 +196,43 @@ pub fn lease(group: &str, shard_id: &str) -> ItemKey {
 /// ignore their own output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entity {
-    TenantProfile { tenant: TenantId },
-    Site { domain: SiteDomain },
-    Submission { tenant: TenantId, shard: u16, id: SubmissionId },
-    Delivery { tenant: TenantId, shard: u16, id: SubmissionId, dest: DestinationId },
-    DeliveryAttempt { tenant: TenantId, shard: u16, id: SubmissionId, dest: DestinationId, attempt: u16 },
-    Destination { tenant: TenantId, dest: DestinationId },
-    Metrics { tenant: TenantId, bucket: String },
-    Audit { tenant: TenantId },
+    TenantProfile {
+        tenant: TenantId,
+    },
+    Site {
+        domain: SiteDomain,
+    },
+    Submission {
+        tenant: TenantId,
+        shard: u16,
+        id: SubmissionId,
+    },
+    Delivery {
+        tenant: TenantId,
+        shard: u16,
+        id: SubmissionId,
+        dest: DestinationId,
+    },
+    DeliveryAttempt {
+        tenant: TenantId,
+        shard: u16,
+        id: SubmissionId,
+        dest: DestinationId,
+        attempt: u16,
+    },
+    Destination {
+        tenant: TenantId,
+        dest: DestinationId,
+    },
+    Metrics {
+        tenant: TenantId,
+        bucket: String,
+    },
+    Audit {
+        tenant: TenantId,
+    },
+    /// Security counters not tied to a tenant (failures against unknown sites).
+    Security,
     Unknown,
 }
 

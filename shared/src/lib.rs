@@ -2,15 +2,20 @@
 //! keys, the payload codec, write sharding, request-unit arithmetic, the queue message and item
 //! formats, the AWS client factory and the resource bootstrap.
 
+pub mod audit;
 pub mod aws;
 pub mod bootstrap;
 pub mod capacity;
 pub mod codec;
+pub mod domain;
 pub mod ids;
 pub mod keys;
+pub mod retry;
 pub mod sample;
+pub mod secrets;
 pub mod sharding;
 pub mod shutdown;
+pub mod site;
 pub mod store;
 pub mod submission;
 pub mod telemetry;

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+
+use crate::audit::AuditEvent;
 use aws_sdk_dynamodb::Client;
 
 use crate::ids::{SubmissionId, TenantId};
@@ -28,6 +30,8 @@ pub enum StoreError {
     Item(#[from] ItemError),
     #[error(transparent)]
     Shards(#[from] crate::sharding::ShardHistoryError),
+    #[error("{0} keys still unprocessed after every retry")]
+    Exhausted(usize),
 }
 
 impl StoreError {
@@ -42,7 +46,7 @@ impl StoreError {
                     | E::InternalServerError(_)
                     | E::ThrottlingException(_)
             ),
-            StoreError::Conflict(_) => true,
+            StoreError::Conflict(_) | StoreError::Exhausted(_) => true,
             _ => false,
         }
     }
@@ -55,8 +59,27 @@ where
     StoreError::Dynamo(e.into())
 }
 
-fn is_condition_failure(e: &aws_sdk_dynamodb::Error) -> bool {
-    matches!(e, aws_sdk_dynamodb::Error::ConditionalCheckFailedException(_))
+pub(crate) fn tx_put(table: &str, item: HashMap<String, AttributeValue>, condition: Option<&str>) -> TransactWriteItem {
+    let mut put = Put::builder().table_name(table).set_item(Some(item));
+    if let Some(c) = condition {
+        put = put.condition_expression(c);
+    }
+    TransactWriteItem::builder().put(put.build().expect("table and item are set")).build()
+}
+
+/// Which of the transaction's items failed its condition, from the cancellation reasons.
+pub(crate) fn failed_conditions(e: &aws_sdk_dynamodb::Error) -> Option<Vec<usize>> {
+    match e {
+        aws_sdk_dynamodb::Error::TransactionCanceledException(t) => Some(
+            t.cancellation_reasons()
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                .map(|(i, _)| i)
+                .collect(),
+        ),
+        _ => None,
+    }
 }
 
 /// Handle on the data table.
@@ -79,21 +102,35 @@ impl DataStore {
         &self.table
     }
 
-    /// Creates a tenant; fails if it exists.
-    pub async fn create_tenant(&self, profile: &TenantProfile) -> Result<(), StoreError> {
-        let r = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(profile.to_item()))
-            .condition_expression("attribute_not_exists(PK)")
+    pub(crate) async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), aws_sdk_dynamodb::Error> {
+        self.client()
+            .transact_write_items()
+            .set_transact_items(Some(items))
             .send()
-            .await;
-        match r.map_err(sdk) {
-            Err(StoreError::Dynamo(e)) if is_condition_failure(&e) => {
+            .await
+            .map(|_| ())
+            .map_err(aws_sdk_dynamodb::Error::from)
+    }
+
+    /// Creates a tenant; fails if it exists.
+    /// Creates a tenant, with its audit event; fails if it exists.
+    pub async fn create_tenant(&self, profile: &TenantProfile) -> Result<(), StoreError> {
+        let audit = AuditEvent::admin(
+            &profile.tenant_id,
+            time::OffsetDateTime::now_utc(),
+            "tenant.created",
+            serde_json::json!({ "shards": profile.shards.current(), "retention_days": profile.retention_days }),
+        );
+        let items = vec![
+            tx_put(&self.table, profile.to_item(), Some("attribute_not_exists(PK)")),
+            tx_put(&self.table, audit.to_item(), None),
+        ];
+        match self.transact(items).await {
+            Ok(()) => Ok(()),
+            Err(e) if failed_conditions(&e).is_some_and(|f| f.contains(&0)) => {
                 Err(StoreError::TenantExists(profile.tenant_id.clone()))
             }
-            other => other.map(|_| ()),
+            Err(e) => Err(StoreError::Dynamo(e)),
         }
     }
 
@@ -123,18 +160,23 @@ impl DataStore {
         let mut profile = self.get_tenant(tenant).await?.ok_or_else(|| StoreError::TenantNotFound(tenant.clone()))?;
         let before = profile.shards.current();
         profile.shards.grow(count, now_ms)?;
-        let r = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(profile.to_item()))
-            .condition_expression("shard_count = :before")
-            .expression_attribute_values(":before", AttributeValue::N(before.to_string()))
-            .send()
-            .await;
-        match r.map_err(sdk) {
-            Err(StoreError::Dynamo(e)) if is_condition_failure(&e) => Err(StoreError::Conflict(tenant.clone())),
-            other => other.map(|_| profile),
+        let mut put = tx_put(&self.table, profile.to_item(), Some("shard_count = :before"));
+        if let Some(p) = put.put.as_mut() {
+            p.expression_attribute_values =
+                Some(HashMap::from([(":before".to_owned(), AttributeValue::N(before.to_string()))]));
+        }
+        let audit = AuditEvent::admin(
+            tenant,
+            time::OffsetDateTime::now_utc(),
+            "tenant.shards_grown",
+            serde_json::json!({ "from": before, "to": profile.shards.current() }),
+        );
+        match self.transact(vec![put, tx_put(&self.table, audit.to_item(), None)]).await {
+            Ok(()) => Ok(profile),
+            Err(e) if failed_conditions(&e).is_some_and(|f| f.contains(&0)) => {
+                Err(StoreError::Conflict(tenant.clone()))
+            }
+            Err(e) => Err(StoreError::Dynamo(e)),
         }
     }
 

@@ -7,11 +7,12 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use formbridge_shared::aws::{AwsClients, ResourceNames};
+use formbridge_shared::secrets::KeyringArgs;
 use formbridge_shared::sharding::ShardHistory;
 use formbridge_shared::store::DataStore;
 use formbridge_shared::submission::{QueueMessage, REJECT_DETAIL_ATTRIBUTE, REJECT_REASON_ATTRIBUTE};
 use formbridge_shared::tenant::{TenantProfile, DEFAULT_RETENTION_DAYS};
-use formbridge_shared::{bootstrap, sample, FormId, SiteDomain, SubmissionId, TenantId};
+use formbridge_shared::{bootstrap, domain, sample, FormId, SiteDomain, SubmissionId, TenantId};
 
 /// Form-Bridge admin CLI. AWS region, credentials and endpoint come from the SDK's standard
 /// settings (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL, ...).
@@ -20,6 +21,8 @@ use formbridge_shared::{bootstrap, sample, FormId, SiteDomain, SubmissionId, Ten
 struct Cli {
     #[command(flatten)]
     resources: ResourceNames,
+    #[command(flatten)]
+    keyring: KeyringArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,6 +34,9 @@ enum Command {
     /// Tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Sites (domains) of tenants and their signing secrets.
+    #[command(subcommand)]
+    Site(SiteCommand),
     /// Stored submissions.
     #[command(subcommand)]
     Submissions(SubmissionsCommand),
@@ -74,6 +80,45 @@ enum TenantCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum SiteCommand {
+    /// Register domains for a tenant (all or none). Prints each new signing secret, once.
+    Add {
+        #[arg(long)]
+        tenant: TenantId,
+        /// A domain; repeat for several (up to 50). Normalised: lower-case, no port, punycode.
+        #[arg(long = "domain", required = true)]
+        domains: Vec<String>,
+    },
+    /// Remove domains of a tenant (all or none).
+    Remove {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long = "domain", required = true)]
+        domains: Vec<String>,
+    },
+    /// Give a site a new signing secret, printed once. The old one keeps verifying for the grace period.
+    Rotate {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        domain: String,
+        /// Hours the previous secret stays valid.
+        #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(0..=720))]
+        grace_hours: u64,
+    },
+    /// Status of one or more sites (never their secrets).
+    Show {
+        #[arg(long = "domain", required = true)]
+        domains: Vec<String>,
+    },
+    /// A tenant's domains.
+    List {
+        #[arg(long)]
+        tenant: TenantId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum SubmissionsCommand {
     /// The newest submissions of a tenant, gathered across its shards, decoded.
     List {
@@ -104,6 +149,22 @@ enum DlqCommand {
 
 #[derive(Debug, Subcommand)]
 enum DemoCommand {
+    /// Post signed demo submissions to the ingest endpoint, as a WordPress site would.
+    Post {
+        /// The ingest endpoint's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[arg(long, default_value = "demo.example.com")]
+        site: String,
+        /// A file holding the site's whsec_ signing secret.
+        #[arg(long)]
+        secret_file: std::path::PathBuf,
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+        /// Approximate payload size in bytes.
+        #[arg(long, default_value_t = 1500)]
+        size: usize,
+    },
     /// Enqueue synthetic text-heavy submissions for a tenant.
     Enqueue {
         #[arg(long)]
@@ -150,6 +211,7 @@ async fn execute(cli: Cli) -> Result<Value> {
         Command::Tenant(TenantCommand::GrowShards { id, count }) => {
             serde_json::to_value(store.grow_shards(&id, count, now_ms()).await.context("--count")?)?
         }
+        Command::Site(cmd) => site_command(&store, &cli.keyring, cmd).await?,
         Command::Submissions(SubmissionsCommand::List { tenant, limit }) => {
             let p = profile(&store, &tenant).await?;
             json!({ "submissions": store.recent_submissions(&tenant, &p, limit).await? })
@@ -201,6 +263,39 @@ async fn execute(cli: Cli) -> Result<Value> {
                 .collect();
             json!({ "queue": cli.resources.ingest_dlq, "messages": messages })
         }
+        Command::Demo(DemoCommand::Post { url, site, secret_file, count, size }) => {
+            let secret = std::fs::read_to_string(&secret_file)
+                .with_context(|| format!("--secret-file {}", secret_file.display()))?;
+            let signer =
+                standardwebhooks::Webhook::new(secret.trim()).context("--secret-file does not hold a whsec_ secret")?;
+            let http = reqwest::Client::new();
+            let seed = now_ms();
+            let mut answers = Vec::with_capacity(count);
+            for i in 0..count {
+                let mut body = sample::text_heavy_payload(size, seed + i as u64);
+                body["site"] = Value::String(site.clone());
+                body["form_id"] = Value::String("contact".into());
+                body["submitted_at"] =
+                    Value::String(OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?);
+                let bytes = serde_json::to_vec(&body)?;
+                let id = format!("msg_{}", SubmissionId::new());
+                let ts = OffsetDateTime::now_utc().unix_timestamp();
+                let signature = signer.sign(&id, ts, &bytes)?;
+                let resp = http
+                    .post(format!("{}/v1/submissions", url.trim_end_matches('/')))
+                    .header("content-type", "application/json")
+                    .header("webhook-id", &id)
+                    .header("webhook-timestamp", ts.to_string())
+                    .header("webhook-signature", signature)
+                    .body(bytes)
+                    .send()
+                    .await
+                    .with_context(|| format!("--url {url}"))?;
+                let status = resp.status().as_u16();
+                answers.push(json!({ "status": status, "answer": resp.json::<Value>().await.unwrap_or(Value::Null) }));
+            }
+            json!({ "posted": count, "answers": answers })
+        }
         Command::Demo(DemoCommand::Enqueue { tenant, count, size, site, form }) => {
             let p = profile(&store, &tenant).await?;
             let url = aws
@@ -241,6 +336,55 @@ async fn execute(cli: Cli) -> Result<Value> {
             }
             json!({ "enqueued": count, "tenant": tenant, "submission_ids": ids })
         }
+    })
+}
+
+fn domains(raw: &[String]) -> Result<Vec<SiteDomain>> {
+    raw.iter().map(|d| domain::normalize(d).with_context(|| format!("--domain {d:?}"))).collect()
+}
+
+async fn site_command(store: &DataStore, keyring: &KeyringArgs, cmd: SiteCommand) -> Result<Value> {
+    let now = OffsetDateTime::now_utc();
+    Ok(match cmd {
+        SiteCommand::Add { tenant, domains: raw } => {
+            let keyring = keyring.load()?;
+            profile(store, &tenant).await?;
+            let added = store.add_sites(&tenant, &domains(&raw)?, &keyring, now).await?;
+            let sites: Vec<Value> =
+                added.iter().map(|(d, secret)| json!({ "domain": d, "signing_secret": secret.expose() })).collect();
+            json!({ "tenant": tenant, "sites": sites, "note": "signing secrets are shown only now; store them in each site's plugin" })
+        }
+        SiteCommand::Remove { tenant, domains: raw } => {
+            let removed = domains(&raw)?;
+            store.remove_sites(&tenant, &removed, now).await?;
+            json!({ "tenant": tenant, "removed": removed })
+        }
+        SiteCommand::Rotate { tenant, domain: raw, grace_hours } => {
+            let keyring = keyring.load()?;
+            let d = domain::normalize(&raw).with_context(|| format!("--domain {raw:?}"))?;
+            let grace = std::time::Duration::from_secs(grace_hours * 3600);
+            let secret = store.rotate_site_secret(&tenant, &d, grace, &keyring, now).await?;
+            json!({
+                "domain": d,
+                "signing_secret": secret.expose(),
+                "previous_secrets_valid_until": (now + grace).format(&time::format_description::well_known::Rfc3339)?,
+                "note": "the new secret is shown only now"
+            })
+        }
+        SiteCommand::Show { domains: raw } => {
+            let wanted = domains(&raw)?;
+            let found = store.get_sites(&wanted).await?;
+            let now_ms = formbridge_shared::site::ms(now);
+            let sites: Vec<Value> = wanted
+                .iter()
+                .map(|d| match found.iter().find(|r| &r.domain == d) {
+                    Some(r) => serde_json::to_value(r.status(now_ms)).unwrap_or(Value::Null),
+                    None => json!({ "domain": d, "registered": false }),
+                })
+                .collect();
+            json!({ "sites": sites })
+        }
+        SiteCommand::List { tenant } => json!({ "tenant": tenant, "domains": store.list_sites(&tenant).await? }),
     })
 }
 

@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::WriteRequest;
-use backon::{BackoffBuilder, ExponentialBuilder};
 
 /// BatchWriteItem takes at most 25 requests.
 pub const MAX_BATCH: usize = 25;
@@ -48,15 +47,7 @@ impl BatchWrite for DynamoBatchWrite {
     }
 }
 
-/// The retry policy for unprocessed items.
-pub fn unprocessed_backoff(retries: u16) -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(5))
-        .with_max_times(usize::from(retries))
-        .with_jitter()
-        .build()
-}
+pub use formbridge_shared::retry::unprocessed_backoff;
 
 /// Writes up to 25 requests, retrying unprocessed ones until all are written or the policy
 /// gives up. Returns the number of BatchWriteItem calls made.
@@ -132,12 +123,5 @@ mod tests {
         let port = Throttled { per_call: 0, written: Mutex::new(vec![]) };
         let err = write_all(&port, requests(5), instant().take(3)).await.unwrap_err();
         assert!(matches!(err, WriteError::Exhausted(5)));
-    }
-
-    #[test]
-    fn the_backoff_is_bounded_and_jittered() {
-        let delays: Vec<_> = unprocessed_backoff(8).collect();
-        assert_eq!(delays.len(), 8);
-        assert!(delays.iter().all(|d| *d <= Duration::from_secs(10)));
     }
 }

@@ -1,0 +1,343 @@
+//! The ingest endpoint: `POST /v1/submissions`, signed with Standard Webhooks by the site's
+//! secret. It answers 202 only once SQS holds the submission, and never enqueues anything it has
+//! not authenticated and validated.
+//!
+//! Order of checks (each failure answers at once, with nothing queued): content type (415), body
+//! size (413), signature headers and timestamp (401), strict JSON (400), site lookup and
+//! signature (401, one answer for "unknown site" and "bad signature"), envelope limits (422),
+//! tenant rate limit (429), queue (503).
+
+pub mod config;
+pub mod envelope;
+pub mod error;
+pub mod failures;
+pub mod queue;
+pub mod sites;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use formbridge_shared::audit::AuthFailure;
+use formbridge_shared::aws::AwsClients;
+use formbridge_shared::store::DataStore;
+use formbridge_shared::submission::QueueMessage;
+use formbridge_shared::{domain, SiteDomain, SubmissionId, TenantId};
+
+pub use config::Config;
+use error::ApiError;
+use failures::FailureLog;
+use queue::{EnqueueError, Enqueuer};
+use sites::SiteResolver;
+
+/// Everything a request needs.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sites: SiteResolver,
+    enqueuer: Enqueuer,
+    limiter: DefaultKeyedRateLimiter<TenantId>,
+    failures: FailureLog,
+    tolerance_s: i64,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] formbridge_shared::aws::ConfigError),
+    #[error("cannot resolve queue {name}: {source}")]
+    Queue { name: String, source: aws_sdk_sqs::Error },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// The parts of a running endpoint that outlive the router: what to flush at shutdown.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub router: Router,
+    pub failures: FailureLog,
+    pub store: DataStore,
+    pub enqueue_stats: Arc<queue::EnqueueStats>,
+}
+
+/// Builds the router and its state (tests serve it on a random port).
+pub async fn endpoint(
+    config: &Config,
+    aws: &AwsClients,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> Result<Endpoint, IngestError> {
+    let keyring = config.keyring.load()?;
+    let store = DataStore::new(aws.dynamodb.clone(), config.resources.table.clone());
+    let queue_url = aws
+        .sqs
+        .get_queue_url()
+        .queue_name(&config.resources.ingest_queue)
+        .send()
+        .await
+        .map_err(|e| IngestError::Queue { name: config.resources.ingest_queue.clone(), source: e.into() })?
+        .queue_url
+        .unwrap_or_default();
+    let quota = Quota::per_second(NonZeroU32::new(config.tenant_rate).unwrap_or(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(config.tenant_burst).unwrap_or(NonZeroU32::MIN));
+    let failures = FailureLog::default();
+    let enqueuer = Enqueuer::start(bounded_sqs(&aws.sqs), queue_url, config.linger());
+    let enqueue_stats = enqueuer.stats.clone();
+    let state = AppState {
+        inner: Arc::new(Inner {
+            sites: SiteResolver::new(
+                store.clone(),
+                keyring,
+                std::time::Duration::from_secs(config.site_cache_seconds.max(1))
+                    .min(std::time::Duration::from_secs(60)),
+            ),
+            enqueuer,
+            limiter: RateLimiter::keyed(quota),
+            failures: failures.clone(),
+            tolerance_s: i64::try_from(config.timestamp_tolerance_seconds).unwrap_or(300),
+            metrics,
+        }),
+    };
+    let router = Router::new()
+        .route("/v1/submissions", post(submit))
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/metrics", get(render_metrics))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(state);
+    Ok(Endpoint { router, failures, store, enqueue_stats })
+}
+
+/// The queue client for the request path: a hung queue must turn into a 503 within seconds, not
+/// hold the sender's connection. The SDK's standard retries still apply within that bound.
+fn bounded_sqs(sqs: &aws_sdk_sqs::Client) -> aws_sdk_sqs::Client {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .operation_attempt_timeout(std::time::Duration::from_secs(3))
+        .operation_timeout(std::time::Duration::from_secs(8))
+        .build();
+    aws_sdk_sqs::Client::from_conf(sqs.config().to_builder().timeout_config(timeouts).build())
+}
+
+/// Serves until `shutdown`, then stops accepting, finishes requests in flight and flushes the
+/// audit counters.
+pub async fn run(
+    config: Config,
+    aws: AwsClients,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    config.validate()?;
+    let ep = endpoint(&config, &aws, metrics).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| IngestError::Listen { addr: config.listen, source })?;
+    tracing::info!(addr = %config.listen, "ingest listening");
+    serve(listener, ep, std::time::Duration::from_secs(config.audit_flush_seconds), shutdown).await;
+    Ok(())
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ep: Endpoint,
+    audit_every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let flusher = tokio::spawn(ep.failures.clone().run(ep.store.clone(), audit_every, shutdown.clone()));
+    let s = shutdown.clone();
+    if let Err(e) = axum::serve(listener, ep.router).with_graceful_shutdown(async move { s.cancelled().await }).await {
+        tracing::error!(error = %e, "server error");
+    }
+    let _ = flusher.await;
+    tracing::info!("ingest stopped");
+}
+
+async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = state.inner.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// The id of a submission: the same site and `webhook-id` always give the same id, so a sender's
+/// retry rewrites the same item instead of adding one, at no extra DynamoDB cost. The ULID's
+/// time part is the submission time the site reports (stable across retries) or, without one,
+/// the time we received it.
+pub fn submission_id(site: &SiteDomain, webhook_id: &str, time_ms: u64) -> SubmissionId {
+    let h = Sha256::new().chain_update(site.as_str()).chain_update([0]).chain_update(webhook_id).finalize();
+    let mut random = [0u8; 16];
+    random[6..].copy_from_slice(&h[..10]);
+    let random = u128::from_be_bytes(random);
+    SubmissionId::from_ulid(ulid::Ulid::from_parts(time_ms.min((1 << 48) - 1), random))
+}
+
+fn now_s() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The id and timestamp, when all three Standard Webhooks headers are present and readable.
+fn signature_headers(h: &HeaderMap) -> Option<(&str, i64)> {
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+    let id = get("webhook-id").filter(|v| v.len() <= 256)?;
+    let ts = get("webhook-timestamp")?.parse().ok()?;
+    get("webhook-signature")?;
+    Some((id, ts))
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let result = accept(&state, &headers, body).await;
+    let code = match &result {
+        Ok(_) => "accepted",
+        Err(e) => e.code,
+    };
+    metrics::counter!("ingest_requests_total", "outcome" => code).increment(1);
+    result
+}
+
+async fn accept(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let s = &state.inner;
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json_type {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type must be application/json",
+        ));
+    }
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is over the size limit")
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", "the body could not be read")
+        }
+    })?;
+
+    let now = now_s();
+    let Some((webhook_id, ts)) = signature_headers(headers) else {
+        s.failures.record(None, None, AuthFailure::MissingHeaders, now);
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_signature",
+            "webhook-id, webhook-timestamp and webhook-signature headers are required",
+        ));
+    };
+    if (now - ts).abs() > s.tolerance_s {
+        let reason = if ts < now { AuthFailure::StaleTimestamp } else { AuthFailure::FutureTimestamp };
+        s.failures.record(None, None, reason, now);
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "timestamp_out_of_tolerance",
+            format!("webhook-timestamp is more than {} seconds from the server's clock", s.tolerance_s),
+        ));
+    }
+
+    let parsed = envelope::parse_strict(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()))?;
+    let raw_site = envelope::site_of(&parsed).ok_or_else(|| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_submission", "site is required and must be a string")
+    })?;
+
+    // Authenticate before looking at anything else in the body.
+    let Ok(site) = domain::normalize(raw_site) else {
+        s.failures.record(None, None, AuthFailure::UnknownSite, now);
+        return Err(ApiError::invalid_signature());
+    };
+    let resolved = s.sites.resolve(&site).await.map_err(|e| {
+        tracing::error!(error = %e, "site lookup failed");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "lookup_unavailable", "the site registry is unreachable")
+            .retry_after(5)
+    })?;
+    let Some(resolved) = resolved else {
+        s.failures.record(None, Some(site), AuthFailure::UnknownSite, now);
+        return Err(ApiError::invalid_signature());
+    };
+    let tenant = resolved.tenant.tenant_id.clone();
+    let now_ms = u64::try_from(now).unwrap_or(0) * 1000;
+    // The official Standard Webhooks verifier, once per secret that is still valid; it accepts
+    // any one of several space-separated signatures and compares in constant time.
+    let verified = resolved
+        .verifiers
+        .iter()
+        .filter(|(_, expires)| expires.is_none_or(|e| e > now_ms))
+        .any(|(w, _)| w.verify(&body, headers).is_ok());
+    if !verified {
+        s.failures.record(Some(tenant), Some(site), AuthFailure::BadSignature, now);
+        return Err(ApiError::invalid_signature());
+    }
+
+    let env = envelope::validate(parsed).map_err(|e| match e {
+        envelope::EnvelopeError::Malformed(m) => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", m),
+        envelope::EnvelopeError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_submission", m),
+    })?;
+
+    if let Err(not_until) = s.limiter.check_key(&tenant) {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "this tenant is over its submission rate",
+        )
+        .retry_after(wait.as_secs_f64().ceil() as u64));
+    }
+
+    let received = OffsetDateTime::now_utc();
+    let time_ms =
+        env.submitted_at.map_or(now_ms, |t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(now_ms));
+    let id = submission_id(&site, webhook_id, time_ms);
+    let message = QueueMessage::new(&resolved.tenant, site.clone(), env.form_id.clone(), id, received, env.payload());
+    let body = serde_json::to_string(&message)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    match s.enqueuer.enqueue(body).await {
+        Ok(()) => {
+            tracing::info!(tenant = %tenant, site = %site, submission_id = %id, "submission queued");
+            Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"submission_id": id, "status": "queued"}))))
+        }
+        Err(EnqueueError::Refused(why)) => {
+            tracing::error!(tenant = %tenant, submission_id = %id, error = %why, "queue refused a submission");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue_unavailable",
+                "the submission could not be queued",
+            )
+            .retry_after(5))
+        }
+        Err(EnqueueError::Unavailable(why)) => {
+            tracing::error!(tenant = %tenant, submission_id = %id, error = %why, "queue unavailable");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue_unavailable",
+                "the submission could not be queued",
+            )
+            .retry_after(5))
+        }
+    }
+}

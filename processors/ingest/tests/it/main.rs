@@ -1,0 +1,7 @@
+//! The ingest endpoint against the local engine (started by ./deploy/local/test.sh).
+
+mod helpers;
+mod hostile;
+mod outage;
+mod pipeline;
+mod schema;
