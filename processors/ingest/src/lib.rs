@@ -178,8 +178,8 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 /// The id of a submission: the same site and `webhook-id` always give the same id, so a sender's
 /// retry rewrites the same item instead of adding one, at no extra DynamoDB cost. The ULID's
-/// time part is the submission time the site reports (stable across retries) or, without one,
-/// the time we received it.
+/// time part is the submission time the site reports (stable across retries), so ids sort by
+/// submission time; a body without `submitted_at` gets time 0 and sorts before dated ones.
 pub fn submission_id(site: &SiteDomain, webhook_id: &str, time_ms: u64) -> SubmissionId {
     let h = Sha256::new().chain_update(site.as_str()).chain_update([0]).chain_update(webhook_id).finalize();
     let mut random = [0u8; 16];
@@ -310,8 +310,9 @@ async fn accept(
     }
 
     let received = OffsetDateTime::now_utc();
-    let time_ms =
-        env.submitted_at.map_or(now_ms, |t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(now_ms));
+    // Identity must survive a retry, so the time part comes only from the signed body: the
+    // submission time the site reports, or 0 ("undated") when it sends none.
+    let time_ms = env.submitted_at.map_or(0, |t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0));
     let id = submission_id(&site, webhook_id, time_ms);
     let message = QueueMessage::new(&resolved.tenant, site.clone(), env.form_id.clone(), id, received, env.payload());
     let body = serde_json::to_string(&message)

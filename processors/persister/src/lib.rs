@@ -43,7 +43,7 @@ pub enum PersistError {
     Queue { name: String, source: aws_sdk_sqs::Error },
 }
 
-/// What a run did, for logs and tests.
+/// What a run did, in messages, for logs and tests.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub received: AtomicU64,
@@ -226,9 +226,11 @@ async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Message>) {
                 (WriteRequest::builder().put_request(put).build(), handles)
             })
             .unzip();
+        // Counters count messages (several may carry one item); the metric counts items.
+        let messages = handles.iter().map(Vec::len).sum::<usize>() as u64;
         match write_all(&ctx.table, requests, writer::unprocessed_backoff(ctx.write_retries)).await {
             Ok(calls) => {
-                ctx.counters.written.fetch_add(n, Ordering::Relaxed);
+                ctx.counters.written.fetch_add(messages, Ordering::Relaxed);
                 ctx.counters.batch_write_calls.fetch_add(u64::from(calls), Ordering::Relaxed);
                 metrics::counter!("persister_items_written_total").increment(n);
                 deletable.extend(handles.into_iter().flatten());
@@ -236,7 +238,7 @@ async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Message>) {
             Err(e) => {
                 // Not deleted: SQS redelivers after the visibility timeout, and the rewrite is
                 // idempotent. After maxReceiveCount failures the redrive policy moves them to the DLQ.
-                ctx.counters.write_failures.fetch_add(n, Ordering::Relaxed);
+                ctx.counters.write_failures.fetch_add(messages, Ordering::Relaxed);
                 metrics::counter!("persister_write_failures_total").increment(n);
                 tracing::error!(error = %e, items = n, "batch not written; messages left for redelivery");
             }

@@ -50,7 +50,16 @@ async fn a_signed_submission_reaches_dynamodb_once_even_when_retried() {
     let retry = app.post_signed(&secret, "msg_001", &body).await;
     assert_eq!(retry.status, 202);
     assert_eq!(retry.body["submission_id"].as_str().unwrap(), id, "a retry must keep its submission id");
-    assert_eq!(stack.queued().await, 2);
+
+    // A sender that sends no submitted_at is deduplicated all the same.
+    let mut undated = body.clone();
+    undated.as_object_mut().unwrap().remove("submitted_at");
+    let u1 = app.post_signed(&secret, "msg_002", &undated).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let u2 = app.post_signed(&secret, "msg_002", &undated).await;
+    assert_eq!((u1.status, u2.status), (202, 202));
+    assert_eq!(u1.body["submission_id"], u2.body["submission_id"], "an undated retry must keep its submission id");
+    assert_eq!(stack.queued().await, 4);
 
     let token = CancellationToken::new();
     let mut pc = PersisterConfig::for_resources(stack.names.clone());
@@ -60,12 +69,11 @@ async fn a_signed_submission_reaches_dynamodb_once_even_when_retried() {
     token.cancel();
     persister.await.unwrap().unwrap();
 
-    let ids = stored_ids(&stack, "acme").await;
-    assert_eq!(
-        ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        vec![id.clone()],
-        "exactly one stored submission"
-    );
+    let mut ids: Vec<String> = stored_ids(&stack, "acme").await.iter().map(ToString::to_string).collect();
+    ids.sort();
+    let mut want = vec![id.clone(), u1.body["submission_id"].as_str().unwrap().to_owned()];
+    want.sort();
+    assert_eq!(ids, want, "exactly one stored submission per webhook-id");
     let t = TenantId::parse("acme").unwrap();
     let p = stack.store.get_tenant(&t).await.unwrap().unwrap();
     let stored = stack.store.get_submission(&p, &SubmissionId::parse(&id).unwrap()).await.unwrap().unwrap();

@@ -18,8 +18,9 @@ async fn n_messages_become_n_decodable_items_spread_over_shards() {
     let summary = running.stop().await;
 
     assert_eq!(stored.len(), 60);
-    assert_eq!(summary.written, 60);
-    assert_eq!(summary.deleted, 60);
+    // Counters are in messages and SQS delivery is at least once (the engine does hand one
+    // message to two concurrent receivers now and then), so they may exceed 60; items may not.
+    assert!(summary.written >= 60 && summary.deleted >= 60, "{summary:?}");
     for m in &messages {
         let s = stored.iter().find(|s| s.submission_id == m.submission_id).expect("every message is stored");
         assert_eq!(s.payload, serde_json::Value::Object(m.payload.clone()), "payload decodes to what was sent");
@@ -56,7 +57,7 @@ async fn a_redelivered_message_is_stored_once() {
     let running = stack.start(stack.config());
     assert_eq!(stack.wait_queue_drained().await, (0, 0));
     let summary = running.stop().await;
-    assert_eq!(summary.deleted, 12);
+    assert!(summary.deleted >= 12, "{summary:?}");
     let second = stack.stored().await;
     assert_eq!(second.len(), 12, "a redelivery created a second submission");
     assert_eq!(first, second, "a rewrite must leave the item identical");
@@ -123,8 +124,12 @@ async fn shutdown_finishes_what_was_received_and_loses_nothing() {
     let running = stack.start(stack.config());
     stack.wait_for_stored(1).await;
     let first = running.stop().await;
-    assert_eq!(first.received, first.written + first.write_failures, "received messages were not all handled");
-    assert_eq!(first.deleted, first.written, "only written messages were deleted");
+    assert_eq!(
+        first.received,
+        first.written + first.rejected + first.write_failures,
+        "received messages were not all handled"
+    );
+    assert_eq!(first.deleted, first.written + first.rejected, "only handled messages were deleted");
     let (_, in_flight) = stack.queue_depth(&stack.queue_url).await;
     assert_eq!(in_flight, 0, "a stopped persister must not hold messages invisible");
 
@@ -134,5 +139,7 @@ async fn shutdown_finishes_what_was_received_and_loses_nothing() {
     assert_eq!(stack.wait_for_stored(200).await.len(), 200);
     assert_eq!(stack.wait_queue_drained().await, (0, 0));
     let (sa, sb) = (a.stop().await, b.stop().await);
-    assert_eq!(first.written + sa.written + sb.written, 200, "every message written exactly once");
+    // Exactly 200 items (checked above). The write counters may add up to more: SQS delivery is
+    // at least once, and two instances can receive the same message; the rewrite is idempotent.
+    assert!(first.written + sa.written + sb.written >= 200, "some message was never written");
 }
