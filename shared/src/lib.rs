@@ -17,6 +17,7 @@ pub mod sharding;
 pub mod shutdown;
 pub mod site;
 pub mod store;
+pub mod stream;
 pub mod submission;
 pub mod telemetry;
 pub mod tenant;

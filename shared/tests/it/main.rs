@@ -3,3 +3,4 @@
 
 mod schemas;
 mod stack;
+mod stream;

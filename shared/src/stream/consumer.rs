@@ -1,0 +1,446 @@
+//! The stream consumer: one worker of a consumer group. It discovers shards, keeps leases
+//! balanced across the group's live workers, runs one reader per leased shard, and hands each
+//! batch of typed records to a `BatchProcessor` together with a `Committer` that writes the
+//! processor's side effects and the checkpoint in one transaction.
+//!
+//! What it must never do: read a child shard before its parent is checkpointed at SHARD_END;
+//! checkpoint anything it has not handled; keep working on a shard whose lease it lost; read
+//! from LATEST; skip trimmed data silently.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::lease::{Checkpoint, CommitError, Committer, Lease, LeaseError, LeaseTable};
+use super::record::Change;
+use super::shards::{Position, ShardError, StreamShards};
+
+/// Intervals and sizes, with KCL-like defaults.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The consumer group: each group reads every record once (aggregator, delivery, ...).
+    pub group: String,
+    /// This worker's identity in the lease table.
+    pub worker_id: String,
+    /// A lease whose counter has not moved for this long (on our clock) is expired.
+    pub failover: Duration,
+    pub renew_every: Duration,
+    pub take_every: Duration,
+    pub discover_every: Duration,
+    /// GetRecords limit (at most 1,000).
+    pub batch_size: i32,
+    /// Idle back-off between empty GetRecords calls: from `idle_min`, doubling to `idle_max`.
+    pub idle_min: Duration,
+    pub idle_max: Duration,
+    /// Leases stolen from busier workers per balancing round.
+    pub max_steals: usize,
+}
+
+impl ConsumerConfig {
+    pub fn new(group: &str) -> Self {
+        Self {
+            group: group.to_owned(),
+            worker_id: ulid::Ulid::new().to_string(),
+            failover: Duration::from_secs(10),
+            renew_every: Duration::from_millis(3_333),
+            take_every: Duration::from_secs(20),
+            discover_every: Duration::from_secs(30),
+            batch_size: 1000,
+            idle_min: Duration::from_millis(250),
+            idle_max: Duration::from_secs(2),
+            max_steals: 1,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("lease lost")]
+    LeaseLost,
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<CommitError> for ProcessError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::LeaseLost(_) => ProcessError::LeaseLost,
+            other => ProcessError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// What a consumer group does with records. It may commit as it goes (`Committer::commit`,
+/// with its side effects); whatever it leaves uncommitted when it returns `Ok` is checkpointed
+/// by the consumer, with no side effects, since the processor said it is handled.
+pub trait BatchProcessor: Send + Sync + 'static {
+    fn process(
+        &self,
+        records: &[Change],
+        committer: &mut Committer<'_>,
+    ) -> impl Future<Output = Result<(), ProcessError>> + Send;
+}
+
+/// Where data-loss alarms go besides the error log and the `stream_trimmed_total` metric.
+#[derive(Debug, Clone, Default)]
+pub struct Alarms {
+    pub eventbridge: Option<(aws_sdk_eventbridge::Client, String)>,
+}
+
+impl Alarms {
+    async fn trimmed(&self, group: &str, shard: &str, checkpoint: &Checkpoint) {
+        metrics::counter!("stream_trimmed_total", "group" => group.to_owned()).increment(1);
+        tracing::error!(group, shard, checkpoint = %checkpoint.encode(), "stream records were trimmed before they were read: DATA LOSS; continuing from the oldest record still in the stream");
+        if let Some((client, bus)) = &self.eventbridge {
+            let detail = serde_json::json!({ "group": group, "shard": shard, "checkpoint": checkpoint.encode() });
+            let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+                .event_bus_name(bus)
+                .source("formbridge.stream")
+                .detail_type("StreamRecordsTrimmed")
+                .detail(detail.to_string())
+                .build();
+            if let Err(e) = client.put_events().entries(entry).send().await {
+                tracing::error!(error = %aws_sdk_eventbridge::Error::from(e), "could not publish the trimmed-data alarm");
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReaderEnd {
+    ShardEnd,
+    Lost,
+    Stopped,
+}
+
+struct Held {
+    lease: Lease,
+    cancel: CancellationToken,
+    task: JoinHandle<ReaderEnd>,
+}
+
+struct Shared<S, P> {
+    stream: S,
+    leases: LeaseTable,
+    processor: Arc<P>,
+    config: ConsumerConfig,
+    alarms: Alarms,
+}
+
+/// Runs one worker until `shutdown`; then stops its readers after their current batch and
+/// releases its leases, so another worker takes over at once rather than after `failover`.
+pub async fn run<S, P>(
+    stream: S,
+    leases: LeaseTable,
+    processor: Arc<P>,
+    config: ConsumerConfig,
+    alarms: Alarms,
+    shutdown: CancellationToken,
+) where
+    S: StreamShards + Clone,
+    P: BatchProcessor,
+{
+    let shared = Arc::new(Shared { stream, leases, processor, config, alarms });
+    let mut worker =
+        Worker { shared: shared.clone(), held: HashMap::new(), seen: HashMap::new(), listed: HashSet::new() };
+    let c = &shared.config;
+    let (mut discover, mut renew, mut take) = (
+        tokio::time::interval(c.discover_every),
+        tokio::time::interval(c.renew_every),
+        tokio::time::interval(c.take_every),
+    );
+    for i in [&mut discover, &mut renew, &mut take] {
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    tracing::info!(group = %c.group, worker = %c.worker_id, "stream consumer started");
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = discover.tick() => worker.discover().await,
+            _ = renew.tick() => worker.renew().await,
+            _ = take.tick() => worker.balance().await,
+        }
+        worker.reap().await;
+    }
+    worker.stop().await;
+}
+
+struct Worker<S, P> {
+    shared: Arc<Shared<S, P>>,
+    held: HashMap<String, Held>,
+    /// Last counter seen per lease and when it last moved, on our own clock.
+    seen: HashMap<String, (u64, Instant)>,
+    /// Shards in the latest listing.
+    listed: HashSet<String>,
+}
+
+impl<S: StreamShards + Clone, P: BatchProcessor> Worker<S, P> {
+    fn me(&self) -> &str {
+        &self.shared.config.worker_id
+    }
+
+    async fn discover(&mut self) {
+        let shards = match self.shared.stream.shards().await {
+            Ok(s) => s,
+            Err(e) => return tracing::warn!(error = %e, "shard discovery failed"),
+        };
+        self.listed = shards.iter().map(|s| s.id.clone()).collect();
+        for s in shards {
+            if let Err(e) = self.shared.leases.ensure(&s.id, s.parent.as_deref()).await {
+                tracing::warn!(shard = %s.id, error = %e, "could not create lease");
+            }
+        }
+    }
+
+    async fn renew(&mut self) {
+        let me = self.me().to_owned();
+        let mut lost = Vec::new();
+        for (shard, h) in &mut self.held {
+            match self.shared.leases.renew(&h.lease, &me).await {
+                Ok(l) => h.lease = l,
+                Err(LeaseError::Lost(_)) => lost.push(shard.clone()),
+                Err(e) => tracing::warn!(shard, error = %e, "lease renewal failed; will retry"),
+            }
+        }
+        for shard in lost {
+            // Stop at once: the reader's next commit would fail its condition anyway.
+            tracing::warn!(shard = %shard, "lease lost; stopping the reader");
+            if let Some(h) = self.held.remove(&shard) {
+                h.cancel.cancel();
+            }
+        }
+    }
+
+    async fn balance(&mut self) {
+        let leases = match self.shared.leases.list().await {
+            Ok(l) => l,
+            Err(e) => return tracing::warn!(error = %e, "could not list leases"),
+        };
+        let now = Instant::now();
+        for l in &leases {
+            let e = self.seen.entry(l.shard.clone()).or_insert((l.counter, now));
+            if e.0 != l.counter {
+                *e = (l.counter, now);
+            }
+        }
+        let by_shard: HashMap<&str, &Lease> = leases.iter().map(|l| (l.shard.as_str(), l)).collect();
+        let parent_done = |p: &Option<String>| match p {
+            None => true,
+            Some(p) => {
+                by_shard.get(p.as_str()).map_or(!self.listed.contains(p), |l| l.checkpoint == Checkpoint::ShardEnd)
+            }
+        };
+        let eligible: Vec<&Lease> =
+            leases.iter().filter(|l| l.checkpoint != Checkpoint::ShardEnd && parent_done(&l.parent)).collect();
+        let failover = self.shared.config.failover;
+        let me = self.me().to_owned();
+        let expired = |l: &Lease| match &l.owner {
+            None => true,
+            Some(o) if *o == me => false,
+            Some(_) => self.seen.get(&l.shard).is_some_and(|(_, t)| now.duration_since(*t) >= failover),
+        };
+        let mut owners: HashMap<String, Vec<&Lease>> = HashMap::new();
+        for l in eligible.iter().filter(|l| !expired(l)) {
+            if let Some(o) = &l.owner {
+                owners.entry(o.clone()).or_default().push(l);
+            }
+        }
+        owners.entry(me.clone()).or_default();
+        let target = eligible.len().div_ceil(owners.len().max(1));
+        let mut mine = self.held.len();
+        let free: Vec<Lease> =
+            eligible.iter().filter(|l| expired(l) && !self.held.contains_key(&l.shard)).map(|l| (*l).clone()).collect();
+        for l in free {
+            if mine >= target {
+                break;
+            }
+            if self.acquire(&l).await {
+                mine += 1;
+            }
+        }
+        let mut steals = 0;
+        while mine < target && steals < self.shared.config.max_steals {
+            let victim = owners
+                .iter()
+                .filter(|(o, ls)| **o != me && ls.len() > target)
+                .max_by_key(|(_, ls)| ls.len())
+                .and_then(|(_, ls)| ls.first().map(|l| (*l).clone()));
+            let Some(l) = victim else { break };
+            tracing::info!(shard = %l.shard, from = ?l.owner, "stealing a lease to balance load");
+            steals += 1;
+            if self.acquire(&l).await {
+                mine += 1;
+            }
+            if let Some(ls) = l.owner.as_ref().and_then(|o| owners.get_mut(o)) {
+                ls.retain(|x| x.shard != l.shard);
+            }
+        }
+    }
+
+    async fn acquire(&mut self, l: &Lease) -> bool {
+        let me = self.me().to_owned();
+        match self.shared.leases.take(l, &me).await {
+            Ok(lease) => {
+                tracing::info!(shard = %lease.shard, checkpoint = %lease.checkpoint.encode(), "lease taken");
+                let cancel = CancellationToken::new();
+                let task = tokio::spawn(read_shard(self.shared.clone(), lease.clone(), cancel.clone()));
+                self.held.insert(lease.shard.clone(), Held { lease, cancel, task });
+                true
+            }
+            Err(e) => {
+                tracing::debug!(shard = %l.shard, error = %e, "lease not taken");
+                false
+            }
+        }
+    }
+
+    /// Forgets readers that ended: finished shards stay checkpointed at SHARD_END.
+    async fn reap(&mut self) {
+        let ended: Vec<String> =
+            self.held.iter().filter(|(_, h)| h.task.is_finished()).map(|(s, _)| s.clone()).collect();
+        for shard in ended {
+            if let Some(h) = self.held.remove(&shard) {
+                let end = h.task.await.unwrap_or(ReaderEnd::Stopped);
+                tracing::info!(shard = %shard, ?end, "reader ended");
+                if end == ReaderEnd::Stopped {
+                    let _ = self.shared.leases.release(&shard, self.me()).await;
+                }
+            }
+        }
+    }
+
+    async fn stop(mut self) {
+        for h in self.held.values() {
+            h.cancel.cancel();
+        }
+        let me = self.me().to_owned();
+        for (shard, h) in self.held.drain() {
+            let end = h.task.await.unwrap_or(ReaderEnd::Stopped);
+            if end != ReaderEnd::Lost {
+                if let Err(e) = self.shared.leases.release(&shard, &me).await {
+                    tracing::warn!(shard = %shard, error = %e, "could not release lease");
+                }
+            }
+        }
+        tracing::info!(group = %self.shared.config.group, "stream consumer stopped; leases released");
+    }
+}
+
+fn position(c: &Checkpoint) -> Position {
+    match c {
+        Checkpoint::At(seq) => Position::After(seq.clone()),
+        _ => Position::TrimHorizon,
+    }
+}
+
+async fn pause(cancel: &CancellationToken, d: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = cancel.cancelled() => {}
+    }
+}
+
+async fn read_shard<S: StreamShards, P: BatchProcessor>(
+    shared: Arc<Shared<S, P>>,
+    lease: Lease,
+    cancel: CancellationToken,
+) -> ReaderEnd {
+    let c = &shared.config;
+    let mut committer = Committer {
+        leases: &shared.leases,
+        shard: &lease.shard,
+        owner: &c.worker_id,
+        checkpoint: lease.checkpoint.clone(),
+        commits: 0,
+    };
+    let shard = lease.shard.as_str();
+    let mut iterator: Option<String> = None;
+    let mut idle = c.idle_min;
+    let retry_pause = Duration::from_secs(1);
+    loop {
+        if cancel.is_cancelled() {
+            return ReaderEnd::Stopped;
+        }
+        let it = match iterator.take() {
+            Some(it) => it,
+            // Always from the last handled record (or the shard's start), never LATEST.
+            None => match shared.stream.iterator(shard, &position(committer.checkpoint())).await {
+                Ok(it) => it,
+                Err(ShardError::Trimmed) => {
+                    shared.alarms.trimmed(&c.group, shard, committer.checkpoint()).await;
+                    match shared.stream.iterator(shard, &Position::TrimHorizon).await {
+                        Ok(it) => it,
+                        Err(_) => {
+                            pause(&cancel, retry_pause).await;
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "could not get a shard iterator");
+                    pause(&cancel, retry_pause).await;
+                    continue;
+                }
+            },
+        };
+        let page = match shared.stream.records(&it, c.batch_size).await {
+            Ok(p) => p,
+            Err(ShardError::ExpiredIterator) => continue,
+            Err(ShardError::Trimmed) => {
+                shared.alarms.trimmed(&c.group, shard, committer.checkpoint()).await;
+                match shared.stream.iterator(shard, &Position::TrimHorizon).await {
+                    Ok(it) => iterator = Some(it),
+                    Err(_) => pause(&cancel, retry_pause).await,
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "GetRecords failed");
+                iterator = Some(it);
+                pause(&cancel, retry_pause).await;
+                continue;
+            }
+        };
+        if let Some(last) = page.records.last().map(|r| r.seq.clone()) {
+            metrics::counter!("stream_records_total", "group" => c.group.clone()).increment(page.records.len() as u64);
+            let handled = match shared.processor.process(&page.records, &mut committer).await {
+                Ok(()) if *committer.checkpoint() == Checkpoint::At(last.clone()) => Ok(()),
+                Ok(()) => committer.commit(Checkpoint::At(last), Vec::new()).await.map_err(ProcessError::from),
+                Err(e) => Err(e),
+            };
+            match handled {
+                Ok(()) => idle = c.idle_min,
+                Err(ProcessError::LeaseLost) => {
+                    tracing::warn!(shard, "lease lost while committing; stopping without checkpointing");
+                    return ReaderEnd::Lost;
+                }
+                Err(ProcessError::Failed(e)) => {
+                    // Re-read from the checkpoint: whatever was not committed is handled again.
+                    tracing::error!(shard, error = %e, "batch failed; retrying from the checkpoint");
+                    pause(&cancel, retry_pause).await;
+                    continue;
+                }
+            }
+        } else if page.next.is_some() {
+            pause(&cancel, idle).await;
+            idle = (idle * 2).min(c.idle_max);
+        }
+        match page.next {
+            Some(next) => iterator = Some(next),
+            None => match committer.commit(Checkpoint::ShardEnd, Vec::new()).await {
+                Ok(()) => return ReaderEnd::ShardEnd,
+                Err(CommitError::LeaseLost(_)) => return ReaderEnd::Lost,
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "could not checkpoint SHARD_END; retrying");
+                    pause(&cancel, retry_pause).await;
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The stream consumer: lineage, leases and checkpoints against a fake stream with many shards
+//! (leases live in the local engine's control table), and the real path against the engine.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use formbridge_shared::keys::Entity;
+use formbridge_shared::stream::fake::FakeStream;
+use formbridge_shared::stream::{
+    run, Alarms, BatchProcessor, Change, ChangeKind, Checkpoint, Committer, ConsumerConfig, DynamoStreams, LeaseTable,
+    ProcessError,
+};
+use formbridge_shared::testing::fresh_stack;
+use tokio_util::sync::CancellationToken;
+
+/// Records every record it handles, with the worker that handled it.
+#[derive(Default)]
+struct Recorder {
+    log: Mutex<Vec<(String, String)>>,
+    /// Workers that are "frozen": their processor never returns.
+    frozen: Mutex<Vec<String>>,
+    delay: Duration,
+}
+
+impl BatchProcessor for Recorder {
+    async fn process(&self, records: &[Change], committer: &mut Committer<'_>) -> Result<(), ProcessError> {
+        let me = committer.owner().to_owned();
+        if self.frozen.lock().unwrap().contains(&me) {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(self.delay).await;
+        let mut log = self.log.lock().unwrap();
+        for r in records {
+            log.push((me.clone(), r.seq.clone()));
+        }
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn seqs(&self) -> Vec<String> {
+        self.log.lock().unwrap().iter().map(|(_, s)| s.clone()).collect()
+    }
+    fn by(&self, worker: &str) -> usize {
+        self.log.lock().unwrap().iter().filter(|(w, _)| w == worker).count()
+    }
+}
+
+fn change() -> Change {
+    Change {
+        seq: String::new(),
+        kind: ChangeKind::Insert,
+        entity: Entity::Unknown,
+        new: None,
+        old: None,
+        created_s: None,
+    }
+}
+
+fn fast(group: &str, worker: &str) -> ConsumerConfig {
+    let mut c = ConsumerConfig::new(group);
+    c.worker_id = worker.to_owned();
+    c.failover = Duration::from_millis(1500);
+    c.renew_every = Duration::from_millis(300);
+    c.take_every = Duration::from_millis(400);
+    c.discover_every = Duration::from_millis(400);
+    c.idle_min = Duration::from_millis(20);
+    c.idle_max = Duration::from_millis(100);
+    c.batch_size = 3;
+    c
+}
+
+async fn leases() -> LeaseTable {
+    let (aws, names, _) = fresh_stack().await;
+    LeaseTable { client: aws.dynamodb, table: names.control_table, group: "test".into() }
+}
+
+async fn until(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn start(
+    stream: &FakeStream,
+    table: &LeaseTable,
+    p: &Arc<Recorder>,
+    config: ConsumerConfig,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let token = CancellationToken::new();
+    let h = tokio::spawn(run(stream.clone(), table.clone(), p.clone(), config, Alarms::default(), token.clone()));
+    (token, h)
+}
+
+#[tokio::test]
+async fn a_parent_is_finished_before_its_children_are_read() {
+    let stream = FakeStream::new();
+    stream.add_shard("A", None);
+    let parent: Vec<String> = (0..7).map(|_| stream.push("A", change())).collect();
+    stream.split("A", &["B", "C"]);
+    let children: Vec<String> = (0..4).flat_map(|_| [stream.push("B", change()), stream.push("C", change())]).collect();
+    let table = leases().await;
+    let p = Arc::new(Recorder { delay: Duration::from_millis(30), ..Recorder::default() });
+    let (token, h) = start(&stream, &table, &p, fast("test", "w1"));
+    until("all records", 30, || p.seqs().len() >= 15).await;
+    token.cancel();
+    h.await.unwrap();
+
+    let seqs = p.seqs();
+    let last_parent = parent.iter().map(|s| seqs.iter().position(|x| x == s).unwrap()).max().unwrap();
+    let first_child = children.iter().map(|s| seqs.iter().position(|x| x == s).unwrap()).min().unwrap();
+    assert!(last_parent < first_child, "a child record was read before the parent was finished: {seqs:?}");
+    let l: HashMap<_, _> = table.list().await.unwrap().into_iter().map(|l| (l.shard.clone(), l)).collect();
+    assert_eq!(l["A"].checkpoint, Checkpoint::ShardEnd);
+    assert_eq!(l["B"].parent.as_deref(), Some("A"));
+    assert_eq!(l["B"].checkpoint, Checkpoint::At(children[6].clone()));
+}
+
+#[tokio::test]
+async fn two_live_workers_split_the_shards_and_a_dead_ones_leases_are_taken_over() {
+    let stream = FakeStream::new();
+    for s in ["s1", "s2", "s3", "s4"] {
+        stream.add_shard(s, None);
+    }
+    let table = leases().await;
+    let p = Arc::new(Recorder::default());
+    let (t1, h1) = start(&stream, &table, &p, fast("test", "w1"));
+    let (t2, h2) = start(&stream, &table, &p, fast("test", "w2"));
+    let owners =
+        |ls: &[formbridge_shared::stream::Lease], w: &str| ls.iter().filter(|l| l.owner.as_deref() == Some(w)).count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ls = table.list().await.unwrap();
+        if owners(&ls, "w1") == 2 && owners(&ls, "w2") == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leases never balanced: {ls:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Once balanced, every shard's records go to its lease holder.
+    for s in ["s1", "s2", "s3", "s4"] {
+        for _ in 0..3 {
+            stream.push(s, change());
+        }
+    }
+    until("the initial records", 30, || p.seqs().len() >= 12).await;
+    assert!(p.by("w1") > 0 && p.by("w2") > 0, "both workers must work");
+
+    // w2 freezes (its processor never returns, it stops renewing): w1 takes its shards over.
+    p.frozen.lock().unwrap().push("w2".into());
+    h2.abort();
+    let before = p.seqs().len();
+    let added: Vec<String> = ["s1", "s2", "s3", "s4"].iter().map(|s| stream.push(s, change())).collect();
+    until("w1 to handle every new record", 30, || {
+        let log = p.log.lock().unwrap();
+        added.iter().all(|s| log.iter().any(|(w, x)| x == s && w == "w1"))
+    })
+    .await;
+    assert!(p.seqs().len() >= before + 4);
+    let ls = table.list().await.unwrap();
+    assert_eq!(owners(&ls, "w1"), 4, "w1 should hold every lease: {ls:?}");
+    t1.cancel();
+    h1.await.unwrap();
+    t2.cancel();
+    // Released at shutdown, so the next worker starts at once.
+    assert!(table.list().await.unwrap().iter().all(|l| l.owner.is_none()));
+}
+
+#[tokio::test]
+async fn a_worker_that_lost_its_lease_checkpoints_nothing_more() {
+    let stream = FakeStream::new();
+    stream.add_shard("only", None);
+    for _ in 0..3 {
+        stream.push("only", change());
+    }
+    let table = leases().await;
+    let p = Arc::new(Recorder { delay: Duration::from_millis(200), ..Recorder::default() });
+    let mut config = fast("test", "w1");
+    config.failover = Duration::from_secs(120); // no legitimate re-take during the test
+    let (token, h) = start(&stream, &table, &p, config);
+    until("the first records", 30, || p.seqs().len() >= 3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Another worker steals the lease behind w1's back.
+    let lease = table.list().await.unwrap().pop().unwrap();
+    let stolen = table.take(&lease, "thief").await.unwrap();
+    let checkpoint = stolen.checkpoint.clone();
+    for _ in 0..6 {
+        stream.push("only", change());
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let now = table.list().await.unwrap().pop().unwrap();
+    assert_eq!(now.owner.as_deref(), Some("thief"));
+    assert_eq!(now.checkpoint, checkpoint, "the worker that lost its lease moved the checkpoint");
+    token.cancel();
+    h.await.unwrap();
+}
+
+#[tokio::test]
+async fn trimmed_records_raise_an_alarm_and_reading_goes_on() {
+    let stream = FakeStream::new();
+    stream.add_shard("t", None);
+    let seqs: Vec<String> = (0..8).map(|_| stream.push("t", change())).collect();
+    let table = leases().await;
+    // A previous worker had handled the first two records; the next three were trimmed since.
+    table.ensure("t", None).await.unwrap();
+    let l = table.list().await.unwrap().pop().unwrap();
+    let l = table.take(&l, "old").await.unwrap();
+    let mut c = Committer::for_tests(&table, "t", "old", Checkpoint::TrimHorizon);
+    c.commit(Checkpoint::At(seqs[1].clone()), vec![]).await.unwrap();
+    table.release(&l.shard, "old").await.unwrap();
+    stream.trim("t", 5);
+
+    let p = Arc::new(Recorder::default());
+    let (token, h) = start(&stream, &table, &p, fast("test", "w1"));
+    until("the records still in the stream", 30, || p.seqs().len() >= 3).await;
+    token.cancel();
+    h.await.unwrap();
+    assert_eq!(p.seqs(), seqs[5..].to_vec());
+}
+
+#[tokio::test]
+async fn the_real_stream_is_read_and_resumed_from_the_checkpoint() {
+    let (aws, names, _) = fresh_stack().await;
+    let table = LeaseTable { client: aws.dynamodb.clone(), table: names.control_table.clone(), group: "real".into() };
+    let stream = DynamoStreams::for_table(&aws.dynamodb, aws.streams.clone(), &names.table).await.unwrap();
+    let put = |i: usize| {
+        aws.dynamodb
+            .put_item()
+            .table_name(&names.table)
+            .item("PK", aws_sdk_dynamodb::types::AttributeValue::S("TENANT#real".into()))
+            .item("SK", aws_sdk_dynamodb::types::AttributeValue::S(format!("DEST#{}", ulid::Ulid::new())))
+            .item("n", aws_sdk_dynamodb::types::AttributeValue::N(i.to_string()))
+            .send()
+    };
+    for i in 0..5 {
+        put(i).await.unwrap();
+    }
+    let p = Arc::new(Recorder::default());
+    let token = CancellationToken::new();
+    let h = tokio::spawn(run(
+        stream.clone(),
+        table.clone(),
+        p.clone(),
+        fast("real", "w1"),
+        Alarms::default(),
+        token.clone(),
+    ));
+    until("5 records from the engine's stream", 30, || p.seqs().len() >= 5).await;
+    token.cancel();
+    h.await.unwrap();
+    assert_eq!(p.seqs().len(), 5);
+
+    // A restart resumes after the checkpoint: only the new records are handled.
+    for i in 5..8 {
+        put(i).await.unwrap();
+    }
+    let token = CancellationToken::new();
+    let h = tokio::spawn(run(stream, table.clone(), p.clone(), fast("real", "w2"), Alarms::default(), token.clone()));
+    until("3 more records", 30, || p.seqs().len() >= 8).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    token.cancel();
+    h.await.unwrap();
+    assert_eq!(p.seqs().len(), 8, "records before the checkpoint were handled again");
+    assert_eq!(p.by("w2"), 3);
+}
