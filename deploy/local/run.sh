@@ -54,6 +54,8 @@ chmod 600 "$STATE/demo-site.secret"
 PIDS+=($!)
 "$BIN/formbridge-ingest" >"$STATE/ingest.log" 2>&1 &
 PIDS+=($!)
+"$BIN/formbridge-aggregator" >"$STATE/aggregator.log" 2>&1 &
+PIDS+=($!)
 for _ in $(seq 1 50); do
   curl -fs "http://127.0.0.1:$INGEST_PORT/healthz" >/dev/null 2>&1 && break
   sleep 0.2
@@ -75,6 +77,7 @@ Form-Bridge is running locally.
   resources  $STATE/bootstrap.json
   ingest     http://127.0.0.1:$INGEST_PORT/v1/submissions   (health: /healthz, metrics: /metrics; logs $STATE/ingest.log)
   persister  logs in $STATE/persister.log
+  aggregator logs in $STATE/aggregator.log (hourly and daily metric items from the table's stream)
   tenant     demo (4 write shards), site demo.example.com (secret in $STATE/demo-site.secret)
   traffic    5 signed posts through ingest and 15 messages straight onto the queue were sent
 
@@ -82,6 +85,7 @@ In another terminal:
   source $STATE/env
   formbridge-admin submissions list --tenant demo --limit 5     # stored, decoded, newest first
   formbridge-admin demo post --url http://127.0.0.1:$INGEST_PORT --secret-file $STATE/demo-site.secret --count 20
+  formbridge-admin metrics --tenant demo --granularity hour     # pre-aggregated counts, bytes, write units, per form
   formbridge-admin site show --domain demo.example.com           # site status (never its secret)
   formbridge-admin tenant show --id demo                         # shard history, retention
   curl -s -XPOST http://127.0.0.1:$INGEST_PORT/v1/submissions -H 'content-type: application/json' -d '{}'   # a 401, as JSON

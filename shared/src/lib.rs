@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod aws;
 pub mod bootstrap;
+pub mod buckets;
 pub mod capacity;
 pub mod codec;
 pub mod domain;

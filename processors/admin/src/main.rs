@@ -40,6 +40,19 @@ enum Command {
     /// Stored submissions.
     #[command(subcommand)]
     Submissions(SubmissionsCommand),
+    /// Pre-aggregated metrics of a tenant (one Query; never reads submissions).
+    Metrics {
+        #[arg(long)]
+        tenant: TenantId,
+        /// Only this form's buckets.
+        #[arg(long)]
+        form: Option<FormId>,
+        #[arg(long, value_enum, default_value = "hour")]
+        granularity: GranularityArg,
+        /// How many hours or days back from now.
+        #[arg(long, default_value_t = 24)]
+        last: i64,
+    },
     /// The ingest dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -136,6 +149,12 @@ enum SubmissionsCommand {
     },
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum GranularityArg {
+    Hour,
+    Day,
+}
+
 #[derive(Debug, Subcommand)]
 enum DlqCommand {
     /// Show up to 10 dead-lettered messages with the reason they were rejected, leaving them
@@ -212,6 +231,15 @@ async fn execute(cli: Cli) -> Result<Value> {
             serde_json::to_value(store.grow_shards(&id, count, now_ms()).await.context("--count")?)?
         }
         Command::Site(cmd) => site_command(&store, &cli.keyring, cmd).await?,
+        Command::Metrics { tenant, form, granularity, last } => {
+            let now = OffsetDateTime::now_utc();
+            let (g, span) = match granularity {
+                GranularityArg::Hour => (formbridge_shared::buckets::Granularity::Hour, time::Duration::hours(last)),
+                GranularityArg::Day => (formbridge_shared::buckets::Granularity::Day, time::Duration::days(last)),
+            };
+            let buckets = store.metrics(&tenant, form.as_ref(), g, now - span, now).await?;
+            json!({ "tenant": tenant, "form": form, "granularity": g, "buckets": buckets })
+        }
         Command::Submissions(SubmissionsCommand::List { tenant, limit }) => {
             let p = profile(&store, &tenant).await?;
             json!({ "submissions": store.recent_submissions(&tenant, &p, limit).await? })

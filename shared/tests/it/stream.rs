@@ -201,10 +201,49 @@ async fn a_worker_that_lost_its_lease_checkpoints_nothing_more() {
 
 #[tokio::test]
 async fn trimmed_records_raise_an_alarm_and_reading_goes_on() {
+    let (aws, names, _) = fresh_stack().await;
+    let table = LeaseTable { client: aws.dynamodb.clone(), table: names.control_table.clone(), group: "test".into() };
+    // The alarm's audience: an EventBridge rule on the bus, delivering to a queue we can read.
+    let q = aws
+        .sqs
+        .create_queue()
+        .queue_name(format!("alarms-{}", &names.table[15..]))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let arn = aws
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&q)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    aws.eventbridge
+        .put_rule()
+        .name("trimmed")
+        .event_bus_name(&names.event_bus)
+        .event_pattern(r#"{"source":["formbridge.stream"],"detail-type":["StreamRecordsTrimmed"]}"#)
+        .send()
+        .await
+        .unwrap();
+    aws.eventbridge
+        .put_targets()
+        .rule("trimmed")
+        .event_bus_name(&names.event_bus)
+        .targets(aws_sdk_eventbridge::types::Target::builder().id("q").arn(arn).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+
     let stream = FakeStream::new();
     stream.add_shard("t", None);
     let seqs: Vec<String> = (0..8).map(|_| stream.push("t", change())).collect();
-    let table = leases().await;
     // A previous worker had handled the first two records; the next three were trimmed since.
     table.ensure("t", None).await.unwrap();
     let l = table.list().await.unwrap().pop().unwrap();
@@ -215,11 +254,20 @@ async fn trimmed_records_raise_an_alarm_and_reading_goes_on() {
     stream.trim("t", 5);
 
     let p = Arc::new(Recorder::default());
-    let (token, h) = start(&stream, &table, &p, fast("test", "w1"));
+    let token = CancellationToken::new();
+    let alarms = Alarms { eventbridge: Some((aws.eventbridge.clone(), names.event_bus.clone())) };
+    let h = tokio::spawn(run(stream.clone(), table.clone(), p.clone(), fast("test", "w1"), alarms, token.clone()));
     until("the records still in the stream", 30, || p.seqs().len() >= 3).await;
     token.cancel();
     h.await.unwrap();
-    assert_eq!(p.seqs(), seqs[5..].to_vec());
+    assert_eq!(p.seqs(), seqs[5..].to_vec(), "reading goes on from the oldest record left");
+
+    let got = aws.sqs.receive_message().queue_url(&q).wait_time_seconds(2).send().await.unwrap();
+    let body = got.messages().first().and_then(|m| m.body()).expect("an alarm event on the bus");
+    let event: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(event["detail-type"], "StreamRecordsTrimmed");
+    assert_eq!(event["detail"]["shard"], "t");
+    assert_eq!(event["detail"]["checkpoint"], format!("SEQ#{}", seqs[1]));
 }
 
 #[tokio::test]

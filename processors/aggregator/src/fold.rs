@@ -1,0 +1,339 @@
+//! Folding stream records into per-bucket deltas. Pure: the same records always give the same
+//! deltas, which is what lets a failed transaction be rebuilt and retried.
+//!
+//! Counted: a submission INSERT (never a MODIFY: a rewrite of the same submission is not a new
+//! one), into the hour and day of its `received_at`, for the tenant and for its form. Delivery
+//! outcomes: a delivery record whose status becomes `succeeded` or `failed`, and each new
+//! delivery attempt (attempts, latency), into the hour and day the change happened. Everything
+//! else (our own metric items, TTL expiries, removals, other entities) is ignored.
+
+use std::collections::{BTreeMap, HashMap};
+
+use formbridge_shared::capacity::{item_size, write_units};
+use formbridge_shared::keys::{self, Entity, ItemKey};
+use formbridge_shared::stream::record::padded_seq;
+use formbridge_shared::stream::{Change, ChangeKind};
+use formbridge_shared::{FormId, TenantId};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Granularity {
+    Hour,
+    Day,
+}
+
+/// One metric item.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bucket {
+    pub tenant: TenantId,
+    pub form: Option<FormId>,
+    pub granularity: Granularity,
+    /// Start of the hour or day, epoch seconds (UTC).
+    pub start: i64,
+}
+
+impl Bucket {
+    pub fn key(&self) -> ItemKey {
+        let at = OffsetDateTime::from_unix_timestamp(self.start).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        match (&self.form, self.granularity) {
+            (None, Granularity::Hour) => keys::hourly_metrics(&self.tenant, at),
+            (None, Granularity::Day) => keys::daily_metrics(&self.tenant, at.date()),
+            (Some(f), Granularity::Hour) => keys::form_hourly_metrics(&self.tenant, f, at),
+            (Some(f), Granularity::Day) => keys::form_daily_metrics(&self.tenant, f, at.date()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryDelta {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub attempts: u64,
+    pub latency_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub submissions: u64,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub write_units: u64,
+    /// Submissions per form (tenant buckets only).
+    pub forms: BTreeMap<String, u64>,
+    /// Outcomes per destination (tenant buckets only).
+    pub deliveries: BTreeMap<String, DeliveryDelta>,
+    /// First and last folded sequence numbers (padded), for the replay guard.
+    pub first_seq: String,
+    pub last_seq: String,
+}
+
+impl Delta {
+    fn touch(&mut self, seq: &str) {
+        let p = padded_seq(seq);
+        if self.first_seq.is_empty() {
+            self.first_seq = p.clone();
+        }
+        self.last_seq = p;
+    }
+}
+
+fn start_of(granularity: Granularity, t: OffsetDateTime) -> i64 {
+    let s = t.unix_timestamp();
+    match granularity {
+        Granularity::Hour => s - s.rem_euclid(3600),
+        Granularity::Day => s - s.rem_euclid(86_400),
+    }
+}
+
+fn str_attr<'a>(item: &'a formbridge_shared::stream::record::Item, k: &str) -> Option<&'a str> {
+    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn num_attr(item: &formbridge_shared::stream::record::Item, k: &str) -> u64 {
+    item.get(k).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// Folds records into deltas. `skip(bucket, padded_seq)` drops records a bucket already holds
+/// (see the replay guard); pass `|_, _| false` to fold everything.
+pub fn fold(records: &[Change], skip: impl Fn(&Bucket, &str) -> bool) -> BTreeMap<Bucket, Delta> {
+    let mut out: BTreeMap<Bucket, Delta> = BTreeMap::new();
+    for r in records {
+        let seq = padded_seq(&r.seq);
+        match (&r.entity, r.kind, &r.new) {
+            (Entity::Submission { tenant, .. }, ChangeKind::Insert, Some(new)) => {
+                let Some(at) = str_attr(new, "received_at").and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
+                else {
+                    continue;
+                };
+                let form = str_attr(new, "form_id").and_then(|f| FormId::parse(f).ok());
+                let stored = item_size(new) as u64;
+                let raw = num_attr(new, "raw_size");
+                for g in [Granularity::Hour, Granularity::Day] {
+                    let start = start_of(g, at);
+                    let tenant_bucket = Bucket { tenant: tenant.clone(), form: None, granularity: g, start };
+                    let mut buckets = vec![tenant_bucket];
+                    if let Some(f) = &form {
+                        buckets.push(Bucket { tenant: tenant.clone(), form: Some(f.clone()), granularity: g, start });
+                    }
+                    for b in buckets {
+                        if skip(&b, &seq) {
+                            continue;
+                        }
+                        let is_tenant = b.form.is_none();
+                        let d = out.entry(b).or_default();
+                        d.touch(&r.seq);
+                        d.submissions += 1;
+                        d.raw_bytes += raw;
+                        d.stored_bytes += stored;
+                        d.write_units += write_units(stored as usize);
+                        if let (true, Some(f)) = (is_tenant, &form) {
+                            *d.forms.entry(f.to_string()).or_default() += 1;
+                        }
+                    }
+                }
+            }
+            (Entity::Delivery { tenant, dest, .. }, ChangeKind::Insert | ChangeKind::Modify, Some(new)) => {
+                let status = str_attr(new, "status");
+                let before = r.old.as_ref().and_then(|o| str_attr(o, "status"));
+                let done = matches!(status, Some("succeeded" | "failed")) && status != before;
+                if !done {
+                    continue;
+                }
+                delivery(&mut out, &skip, tenant, r, &seq, |d| {
+                    if status == Some("succeeded") {
+                        d.succeeded += 1;
+                    } else {
+                        d.failed += 1;
+                    }
+                    dest.to_string()
+                });
+            }
+            (Entity::DeliveryAttempt { tenant, dest, .. }, ChangeKind::Insert, Some(new)) => {
+                let latency = num_attr(new, "latency_ms");
+                delivery(&mut out, &skip, tenant, r, &seq, |d| {
+                    d.attempts += 1;
+                    d.latency_ms += latency;
+                    dest.to_string()
+                });
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn delivery(
+    out: &mut BTreeMap<Bucket, Delta>,
+    skip: &impl Fn(&Bucket, &str) -> bool,
+    tenant: &TenantId,
+    r: &Change,
+    seq: &str,
+    apply: impl Fn(&mut DeliveryDelta) -> String,
+) {
+    let at =
+        r.created_s.and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    for g in [Granularity::Hour, Granularity::Day] {
+        let b = Bucket { tenant: tenant.clone(), form: None, granularity: g, start: start_of(g, at) };
+        if skip(&b, seq) {
+            continue;
+        }
+        let d = out.entry(b).or_default();
+        d.touch(&r.seq);
+        let mut dd = DeliveryDelta::default();
+        let dest = apply(&mut dd);
+        let e = d.deliveries.entry(dest).or_default();
+        e.succeeded += dd.succeeded;
+        e.failed += dd.failed;
+        e.attempts += dd.attempts;
+        e.latency_ms += dd.latency_ms;
+    }
+}
+
+/// Splits records into runs whose folds touch at most `max_buckets` buckets, so each run's
+/// transaction stays within DynamoDB's 100 items (99 and the checkpoint).
+pub fn chunks(records: &[Change], max_buckets: usize) -> Vec<&[Change]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut seen: HashMap<Bucket, ()> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        let touched = fold(std::slice::from_ref(r), |_, _| false);
+        let new = touched.keys().filter(|b| !seen.contains_key(*b)).count();
+        if seen.len() + new > max_buckets && i > start {
+            out.push(&records[start..i]);
+            start = i;
+            seen.clear();
+        }
+        for b in touched.into_keys() {
+            seen.insert(b, ());
+        }
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::types::AttributeValue as Av;
+    use formbridge_shared::stream::record::Item;
+    use formbridge_shared::{DestinationId, SubmissionId};
+
+    fn s(v: &str) -> Av {
+        Av::S(v.into())
+    }
+
+    fn submission(seq: &str, tenant: &str, form: &str, received_at: &str, kind: ChangeKind) -> Change {
+        let id = SubmissionId::new();
+        let t = TenantId::parse(tenant).unwrap();
+        let k = keys::submission(&t, 1, &id);
+        let new: Item = HashMap::from([
+            ("PK".into(), s(&k.pk)),
+            ("SK".into(), s(&k.sk)),
+            ("form_id".into(), s(form)),
+            ("received_at".into(), s(received_at)),
+            ("raw_size".into(), Av::N("2000".into())),
+            ("payload".into(), Av::B(aws_sdk_dynamodb::primitives::Blob::new(vec![0; 700]))),
+        ]);
+        Change {
+            seq: seq.into(),
+            kind,
+            entity: Entity::classify(&k.pk, &k.sk),
+            new: Some(new),
+            old: None,
+            created_s: Some(0),
+        }
+    }
+
+    fn delivery(seq: &str, tenant: &str, dest: DestinationId, old: Option<&str>, new: &str, at: i64) -> Change {
+        let t = TenantId::parse(tenant).unwrap();
+        let k = keys::delivery(&t, 0, &SubmissionId::new(), &dest);
+        let img = |st: &str| -> Item {
+            HashMap::from([("PK".into(), s(&k.pk)), ("SK".into(), s(&k.sk)), ("status".into(), s(st))])
+        };
+        Change {
+            seq: seq.into(),
+            kind: if old.is_some() { ChangeKind::Modify } else { ChangeKind::Insert },
+            entity: Entity::classify(&k.pk, &k.sk),
+            new: Some(img(new)),
+            old: old.map(img),
+            created_s: Some(at),
+        }
+    }
+
+    #[test]
+    fn submissions_fold_into_tenant_and_form_buckets_by_hour_and_day() {
+        let records = vec![
+            submission("1", "acme", "contact", "2026-11-25T08:10:00Z", ChangeKind::Insert),
+            submission("2", "acme", "contact", "2026-11-25T08:50:00Z", ChangeKind::Insert),
+            submission("3", "acme", "quote", "2026-11-25T09:05:00Z", ChangeKind::Insert),
+            // A rewrite, a TTL expiry and a removal are not new submissions.
+            submission("4", "acme", "quote", "2026-11-25T09:05:00Z", ChangeKind::Modify),
+            submission("5", "acme", "quote", "2026-11-25T09:05:00Z", ChangeKind::TtlExpiry),
+            submission("6", "acme", "quote", "2026-11-25T09:05:00Z", ChangeKind::Remove),
+        ];
+        let deltas = fold(&records, |_, _| false);
+        let day = deltas.iter().find(|(b, _)| b.form.is_none() && b.granularity == Granularity::Day).unwrap().1;
+        assert_eq!(day.submissions, 3);
+        assert_eq!(day.raw_bytes, 6000);
+        assert_eq!(day.forms, BTreeMap::from([("contact".into(), 2), ("quote".into(), 1)]));
+        assert!(day.stored_bytes > 3 * 700 && day.write_units == 3);
+        assert_eq!(
+            (day.first_seq.as_str(), day.last_seq.as_str()),
+            (padded_seq("1").as_str(), padded_seq("3").as_str())
+        );
+        let hours: Vec<u64> = deltas
+            .iter()
+            .filter(|(b, _)| b.form.is_none() && b.granularity == Granularity::Hour)
+            .map(|(_, d)| d.submissions)
+            .collect();
+        assert_eq!(hours, vec![2, 1]);
+        // 2 tenant hours + 1 tenant day + form hours (contact 08, quote 09) + form days (contact, quote)
+        assert_eq!(deltas.len(), 7);
+    }
+
+    #[test]
+    fn delivery_outcomes_count_once_per_transition() {
+        let dest = DestinationId::new();
+        let records = vec![
+            delivery("1", "acme", dest, None, "pending", 1_795_593_600),
+            delivery("2", "acme", dest, Some("pending"), "retrying", 1_795_593_600),
+            delivery("3", "acme", dest, Some("retrying"), "succeeded", 1_795_593_600),
+            // A rewrite of a finished record is not a second success.
+            delivery("4", "acme", dest, Some("succeeded"), "succeeded", 1_795_593_600),
+            delivery("5", "acme", DestinationId::new(), None, "failed", 1_795_593_600),
+        ];
+        let deltas = fold(&records, |_, _| false);
+        let day = deltas.iter().find(|(b, _)| b.granularity == Granularity::Day).unwrap().1;
+        assert_eq!(day.deliveries[&dest.to_string()].succeeded, 1);
+        assert_eq!(day.deliveries.values().map(|d| d.failed).sum::<u64>(), 1);
+        assert_eq!(day.submissions, 0);
+    }
+
+    #[test]
+    fn the_replay_guard_drops_what_a_bucket_already_holds() {
+        let records: Vec<_> = (1..=4)
+            .map(|i| submission(&i.to_string(), "acme", "contact", "2026-11-25T08:10:00Z", ChangeKind::Insert))
+            .collect();
+        let hw = padded_seq("2");
+        let deltas = fold(&records, |_, seq| seq <= hw.as_str());
+        assert!(deltas.values().all(|d| d.submissions == 2 && d.first_seq == padded_seq("3")));
+    }
+
+    #[test]
+    fn runs_stay_within_a_transaction() {
+        let records: Vec<_> = (0..300)
+            .map(|i| {
+                submission(&i.to_string(), "acme", &format!("form{i}"), "2026-11-25T08:10:00Z", ChangeKind::Insert)
+            })
+            .collect();
+        let runs = chunks(&records, 99);
+        assert!(runs.len() > 1);
+        assert_eq!(runs.iter().map(|r| r.len()).sum::<usize>(), 300);
+        for r in runs {
+            assert!(fold(r, |_, _| false).len() <= 99);
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! The aggregator against the local engine (started by ./deploy/local/test.sh).
+
+mod exactly_once;
