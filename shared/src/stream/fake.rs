@@ -26,6 +26,8 @@ struct FakeState {
     order: Vec<String>,
     shards: HashMap<String, Shard>,
     next_seq: u64,
+    /// Iterators of older generations are expired.
+    generation: u64,
     /// GetRecords calls served, for tests of idle back-off and of who read what.
     pub calls: HashMap<String, u64>,
 }
@@ -66,14 +68,20 @@ impl FakeStream {
         self.inner.lock().expect("fake lock").shards.get_mut(shard).expect("unknown fake shard").trimmed_before = n;
     }
 
+    /// Expires every iterator handed out so far, as 15 minutes without a read would.
+    pub fn expire_iterators(&self) {
+        self.inner.lock().expect("fake lock").generation += 1;
+    }
+
     pub fn calls(&self, shard: &str) -> u64 {
         self.inner.lock().expect("fake lock").calls.get(shard).copied().unwrap_or(0)
     }
 }
 
-fn parse(iterator: &str) -> Option<(&str, usize)> {
-    let (shard, idx) = iterator.rsplit_once('@')?;
-    Some((shard, idx.parse().ok()?))
+fn parse(iterator: &str) -> Option<(&str, usize, u64)> {
+    let (rest, generation) = iterator.rsplit_once('/')?;
+    let (shard, idx) = rest.rsplit_once('@')?;
+    Some((shard, idx.parse().ok()?, generation.parse().ok()?))
 }
 
 impl StreamShards for FakeStream {
@@ -95,12 +103,16 @@ impl StreamShards for FakeStream {
                 i
             }
         };
-        Ok(format!("{shard}@{idx}"))
+        Ok(format!("{shard}@{idx}/{}", s.generation))
     }
 
     async fn records(&self, iterator: &str, limit: i32) -> Result<Page, ShardError> {
-        let (shard, idx) = parse(iterator).ok_or_else(|| ShardError::Other("bad fake iterator".into()))?;
+        let (shard, idx, generation) = parse(iterator).ok_or_else(|| ShardError::Other("bad fake iterator".into()))?;
         let mut s = self.inner.lock().expect("fake lock");
+        if generation != s.generation {
+            return Err(ShardError::ExpiredIterator);
+        }
+        let current = s.generation;
         *s.calls.entry(shard.to_owned()).or_default() += 1;
         let sh = s.shards.get(shard).ok_or_else(|| ShardError::Other(format!("no shard {shard}")))?;
         if idx < sh.trimmed_before {
@@ -108,7 +120,7 @@ impl StreamShards for FakeStream {
         }
         let end = (idx + usize::try_from(limit).unwrap_or(1000)).min(sh.records.len());
         let records = sh.records[idx..end].to_vec();
-        let next = if sh.closed && end == sh.records.len() { None } else { Some(format!("{shard}@{end}")) };
+        let next = if sh.closed && end == sh.records.len() { None } else { Some(format!("{shard}@{end}/{current}")) };
         Ok(Page { records, next })
     }
 }
