@@ -11,7 +11,7 @@ use crate::ids::{FormId, TenantId};
 use crate::keys;
 use crate::store::{DataStore, StoreError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Granularity {
     Hour,

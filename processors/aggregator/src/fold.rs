@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+pub use formbridge_shared::buckets::Granularity;
 use formbridge_shared::capacity::{item_size, write_units};
 use formbridge_shared::keys::{self, Entity, ItemKey};
 use formbridge_shared::stream::record::padded_seq;
@@ -16,12 +17,6 @@ use formbridge_shared::stream::{Change, ChangeKind};
 use formbridge_shared::{FormId, TenantId};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Granularity {
-    Hour,
-    Day,
-}
 
 /// One metric item.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -140,22 +135,17 @@ pub fn fold(records: &[Change], skip: impl Fn(&Bucket, &str) -> bool) -> BTreeMa
                 if !done {
                     continue;
                 }
-                delivery(&mut out, &skip, tenant, r, &seq, |d| {
-                    if status == Some("succeeded") {
-                        d.succeeded += 1;
-                    } else {
-                        d.failed += 1;
-                    }
-                    dest.to_string()
-                });
+                let dd = if status == Some("succeeded") {
+                    DeliveryDelta { succeeded: 1, ..DeliveryDelta::default() }
+                } else {
+                    DeliveryDelta { failed: 1, ..DeliveryDelta::default() }
+                };
+                add_delivery(&mut out, &skip, tenant, r, &seq, &dest.to_string(), &dd);
             }
             (Entity::DeliveryAttempt { tenant, dest, .. }, ChangeKind::Insert, Some(new)) => {
-                let latency = num_attr(new, "latency_ms");
-                delivery(&mut out, &skip, tenant, r, &seq, |d| {
-                    d.attempts += 1;
-                    d.latency_ms += latency;
-                    dest.to_string()
-                });
+                let dd =
+                    DeliveryDelta { attempts: 1, latency_ms: num_attr(new, "latency_ms"), ..DeliveryDelta::default() };
+                add_delivery(&mut out, &skip, tenant, r, &seq, &dest.to_string(), &dd);
             }
             _ => {}
         }
@@ -163,13 +153,15 @@ pub fn fold(records: &[Change], skip: impl Fn(&Bucket, &str) -> bool) -> BTreeMa
     out
 }
 
-fn delivery(
+/// Adds one delivery outcome to the tenant's hour and day of the change.
+fn add_delivery(
     out: &mut BTreeMap<Bucket, Delta>,
     skip: &impl Fn(&Bucket, &str) -> bool,
     tenant: &TenantId,
     r: &Change,
     seq: &str,
-    apply: impl Fn(&mut DeliveryDelta) -> String,
+    dest: &str,
+    dd: &DeliveryDelta,
 ) {
     let at =
         r.created_s.and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()).unwrap_or(OffsetDateTime::UNIX_EPOCH);
@@ -180,9 +172,7 @@ fn delivery(
         }
         let d = out.entry(b).or_default();
         d.touch(&r.seq);
-        let mut dd = DeliveryDelta::default();
-        let dest = apply(&mut dd);
-        let e = d.deliveries.entry(dest).or_default();
+        let e = d.deliveries.entry(dest.to_owned()).or_default();
         e.succeeded += dd.succeeded;
         e.failed += dd.failed;
         e.attempts += dd.attempts;
@@ -305,9 +295,29 @@ mod tests {
             delivery("4", "acme", dest, Some("succeeded"), "succeeded", 1_795_593_600),
             delivery("5", "acme", DestinationId::new(), None, "failed", 1_795_593_600),
         ];
+        let mut records = records;
+        let t = TenantId::parse("acme").unwrap();
+        let k = keys::delivery_attempt(&t, 0, &SubmissionId::new(), &dest, 1);
+        let attempt: Item = HashMap::from([
+            ("PK".into(), s(&k.pk)),
+            ("SK".into(), s(&k.sk)),
+            ("latency_ms".into(), Av::N("120".into())),
+        ]);
+        records.push(Change {
+            seq: "6".into(),
+            kind: ChangeKind::Insert,
+            entity: Entity::classify(&k.pk, &k.sk),
+            new: Some(attempt),
+            old: None,
+            created_s: Some(1_795_593_600),
+        });
         let deltas = fold(&records, |_, _| false);
         let day = deltas.iter().find(|(b, _)| b.granularity == Granularity::Day).unwrap().1;
         assert_eq!(day.deliveries[&dest.to_string()].succeeded, 1);
+        assert_eq!(
+            (day.deliveries[&dest.to_string()].attempts, day.deliveries[&dest.to_string()].latency_ms),
+            (1, 120)
+        );
         assert_eq!(day.deliveries.values().map(|d| d.failed).sum::<u64>(), 1);
         assert_eq!(day.submissions, 0);
     }
