@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod buckets;
 pub mod capacity;
 pub mod codec;
+pub mod destination;
 pub mod domain;
 pub mod ids;
 pub mod keys;

@@ -7,12 +7,13 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use formbridge_shared::aws::{AwsClients, ResourceNames};
+use formbridge_shared::destination::{replace_auth, DestinationAuth, DestinationKind, DestinationSpec};
 use formbridge_shared::secrets::KeyringArgs;
 use formbridge_shared::sharding::ShardHistory;
 use formbridge_shared::store::DataStore;
 use formbridge_shared::submission::{QueueMessage, REJECT_DETAIL_ATTRIBUTE, REJECT_REASON_ATTRIBUTE};
 use formbridge_shared::tenant::{TenantProfile, DEFAULT_RETENTION_DAYS};
-use formbridge_shared::{bootstrap, domain, sample, FormId, SiteDomain, SubmissionId, TenantId};
+use formbridge_shared::{bootstrap, domain, sample, DestinationId, FormId, SiteDomain, SubmissionId, TenantId};
 
 /// Form-Bridge admin CLI. AWS region, credentials and endpoint come from the SDK's standard
 /// settings (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL, ...).
@@ -37,6 +38,9 @@ enum Command {
     /// Sites (domains) of tenants and their signing secrets.
     #[command(subcommand)]
     Site(SiteCommand),
+    /// Delivery destinations of tenants (webhooks, Slack).
+    #[command(subcommand)]
+    Destination(DestinationCommand),
     /// Stored submissions.
     #[command(subcommand)]
     Submissions(SubmissionsCommand),
@@ -129,6 +133,220 @@ enum SiteCommand {
         #[arg(long)]
         tenant: TenantId,
     },
+}
+
+/// Credentials for a destination, read from files so they stay out of shell history and `ps`.
+#[derive(Debug, Clone, clap::Args)]
+struct AuthArgs {
+    /// A file holding a bearer token.
+    #[arg(long, conflicts_with_all = ["basic_user", "headers_file"])]
+    bearer_token_file: Option<std::path::PathBuf>,
+    /// Basic-auth user name (with --basic-password-file).
+    #[arg(long, requires = "basic_password_file", conflicts_with = "headers_file")]
+    basic_user: Option<String>,
+    #[arg(long, requires = "basic_user")]
+    basic_password_file: Option<std::path::PathBuf>,
+    /// A file of custom headers, one `Name: value` per line.
+    #[arg(long)]
+    headers_file: Option<std::path::PathBuf>,
+}
+
+impl AuthArgs {
+    fn load(&self) -> Result<Option<DestinationAuth>> {
+        let read = |p: &std::path::Path, flag: &str| {
+            std::fs::read_to_string(p).map(|s| s.trim().to_owned()).with_context(|| format!("{flag} {}", p.display()))
+        };
+        if let Some(p) = &self.bearer_token_file {
+            return Ok(Some(DestinationAuth::Bearer { token: read(p, "--bearer-token-file")? }));
+        }
+        if let (Some(u), Some(p)) = (&self.basic_user, &self.basic_password_file) {
+            return Ok(Some(DestinationAuth::Basic {
+                username: u.clone(),
+                password: read(p, "--basic-password-file")?,
+            }));
+        }
+        if let Some(p) = &self.headers_file {
+            let mut headers = std::collections::BTreeMap::new();
+            for line in read(p, "--headers-file")?.lines().filter(|l| !l.trim().is_empty()) {
+                let (k, v) = line.split_once(':').with_context(|| "--headers-file: each line is `Name: value`")?;
+                headers.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+            return Ok(Some(DestinationAuth::Headers { headers }));
+        }
+        Ok(None)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum DestinationCommand {
+    /// Create a destination for one or more tenants (each gets its own id and signing secret, printed once).
+    Create {
+        #[arg(long = "tenant", required = true)]
+        tenants: Vec<TenantId>,
+        #[arg(long)]
+        url: String,
+        #[arg(long, value_enum, default_value = "webhook")]
+        kind: KindArg,
+        #[arg(long)]
+        name: Option<String>,
+        /// Only submissions of this form; repeat for several. Default: every form.
+        #[arg(long = "form")]
+        forms: Vec<FormId>,
+        /// Per-attempt timeout in milliseconds.
+        #[arg(long, default_value_t = formbridge_shared::destination::DEFAULT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1000..=30_000))]
+        timeout_ms: u64,
+        #[command(flatten)]
+        auth: AuthArgs,
+    },
+    /// Change a destination's URL, name, forms, timeout or credentials.
+    Update {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        id: DestinationId,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long = "form")]
+        forms: Vec<FormId>,
+        /// Deliver every form again.
+        #[arg(long, conflicts_with = "forms")]
+        all_forms: bool,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1000..=30_000))]
+        timeout_ms: Option<u64>,
+        #[command(flatten)]
+        auth: AuthArgs,
+        /// Remove the credentials.
+        #[arg(long)]
+        no_auth: bool,
+    },
+    /// Enable one destination, or all of a tenant's.
+    Enable {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long, required_unless_present = "all")]
+        id: Option<DestinationId>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Disable one destination, or all of a tenant's.
+    Disable {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long, required_unless_present = "all")]
+        id: Option<DestinationId>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete a destination.
+    Delete {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        id: DestinationId,
+    },
+    /// A tenant's destinations (never their secrets or credentials).
+    List {
+        #[arg(long)]
+        tenant: TenantId,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum KindArg {
+    Webhook,
+    Slack,
+}
+
+async fn destination_command(store: &DataStore, keyring: &KeyringArgs, cmd: DestinationCommand) -> Result<Value> {
+    let now = OffsetDateTime::now_utc();
+    let views = |ds: Vec<formbridge_shared::destination::Destination>| -> Vec<Value> {
+        ds.iter().map(|d| serde_json::to_value(d.view()).unwrap_or(Value::Null)).collect()
+    };
+    Ok(match cmd {
+        DestinationCommand::Create { tenants, url, kind, name, forms, timeout_ms, auth } => {
+            let keyring = keyring.load()?;
+            for t in &tenants {
+                profile(store, t).await?;
+            }
+            let spec = DestinationSpec {
+                name: name.unwrap_or_else(|| url.clone()),
+                url,
+                kind: match kind {
+                    KindArg::Webhook => DestinationKind::Webhook,
+                    KindArg::Slack => DestinationKind::Slack,
+                },
+                forms,
+                timeout_ms,
+                auth: auth.load()?,
+            };
+            let created = store.create_destinations(&tenants, &spec, &keyring, now).await?;
+            let out: Vec<Value> = created
+                .iter()
+                .map(|(d, secret)| json!({ "destination": d.view(), "signing_secret": secret.expose() }))
+                .collect();
+            json!({ "created": out, "note": "signing secrets are shown only now" })
+        }
+        DestinationCommand::Update { tenant, id, url, name, forms, all_forms, timeout_ms, auth, no_auth } => {
+            let keyring = keyring.load()?;
+            let new_auth = auth.load()?;
+            let d = store
+                .update_destination(&tenant, &id, &keyring, now, "destination.updated", |d, k| {
+                    if let Some(u) = url {
+                        d.url = u;
+                    }
+                    if let Some(n) = name {
+                        d.name = n;
+                    }
+                    if all_forms {
+                        d.forms.clear();
+                    } else if !forms.is_empty() {
+                        d.forms = forms;
+                    }
+                    if let Some(t) = timeout_ms {
+                        d.timeout_ms = t;
+                    }
+                    if no_auth {
+                        replace_auth(d, k, None);
+                    } else if new_auth.is_some() {
+                        replace_auth(d, k, new_auth);
+                    }
+                })
+                .await?;
+            serde_json::to_value(d.view())?
+        }
+        DestinationCommand::Enable { tenant, id, .. } => set_enabled(store, keyring, tenant, id, true, now).await?,
+        DestinationCommand::Disable { tenant, id, .. } => set_enabled(store, keyring, tenant, id, false, now).await?,
+        DestinationCommand::Delete { tenant, id } => {
+            store.delete_destination(&tenant, &id, now).await?;
+            json!({ "deleted": id, "tenant": tenant })
+        }
+        DestinationCommand::List { tenant } => {
+            json!({ "tenant": tenant, "destinations": views(store.list_destinations(&tenant).await?) })
+        }
+    })
+}
+
+/// Enables or disables one destination (`id`) or, without one, all of the tenant's.
+async fn set_enabled(
+    store: &DataStore,
+    keyring: &KeyringArgs,
+    tenant: TenantId,
+    id: Option<DestinationId>,
+    enabled: bool,
+    now: OffsetDateTime,
+) -> Result<Value> {
+    let keyring = keyring.load()?;
+    let changed = match id {
+        Some(id) => {
+            let kind = if enabled { "destination.enabled" } else { "destination.disabled" };
+            store.update_destination(&tenant, &id, &keyring, now, kind, |d, _| d.enabled = enabled).await?;
+            vec![id]
+        }
+        None => store.set_all_destinations_enabled(&tenant, enabled, &keyring, now).await?,
+    };
+    Ok(json!({ "tenant": tenant, "enabled": enabled, "changed": changed }))
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,6 +449,7 @@ async fn execute(cli: Cli) -> Result<Value> {
             serde_json::to_value(store.grow_shards(&id, count, now_ms()).await.context("--count")?)?
         }
         Command::Site(cmd) => site_command(&store, &cli.keyring, cmd).await?,
+        Command::Destination(cmd) => destination_command(&store, &cli.keyring, cmd).await?,
         Command::Metrics { tenant, form, granularity, last } => {
             let now = OffsetDateTime::now_utc();
             let (g, span) = match granularity {

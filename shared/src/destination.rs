@@ -1,0 +1,466 @@
+//! Destinations: where a tenant's submissions are delivered (signed webhooks, Slack incoming
+//! webhooks; the set of kinds is open). Each has its own `whsec_` signing secret, returned once,
+//! and optional auth (bearer token, basic auth or custom headers). Secrets and credentials are
+//! sealed like site secrets (AES-256-GCM, bound to the destination's key), write-only: no read
+//! path returns them, `Debug` never prints them. Every change writes its audit event in the same
+//! transaction, conditioned so a tenant can only touch its own destinations.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::audit::AuditEvent;
+use crate::ids::{DestinationId, FormId, TenantId};
+use crate::keys;
+use crate::secrets::{Keyring, SigningSecret};
+use crate::store::{failed_conditions, tx_put, DataStore, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DestinationKind {
+    /// JSON POST of the decoded submission, Standard Webhooks signed.
+    Webhook,
+    /// A Slack incoming webhook: a readable message.
+    Slack,
+}
+
+impl DestinationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationKind::Webhook => "webhook",
+            DestinationKind::Slack => "slack",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "webhook" => Some(Self::Webhook),
+            "slack" => Some(Self::Slack),
+            _ => None,
+        }
+    }
+}
+
+/// Optional credentials sent with each delivery. Never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum DestinationAuth {
+    Bearer { token: String },
+    Basic { username: String, password: String },
+    Headers { headers: BTreeMap<String, String> },
+}
+
+impl std::fmt::Debug for DestinationAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.summary().as_str())
+    }
+}
+
+impl DestinationAuth {
+    /// What may be shown: the kind of auth, never a value.
+    pub fn summary(&self) -> String {
+        match self {
+            DestinationAuth::Bearer { .. } => "bearer".into(),
+            DestinationAuth::Basic { .. } => "basic".into(),
+            DestinationAuth::Headers { headers } => {
+                format!("headers({})", headers.keys().cloned().collect::<Vec<_>>().join(", "))
+            }
+        }
+    }
+}
+
+/// A destination as stored, with its secrets still sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub tenant: TenantId,
+    pub id: DestinationId,
+    pub name: String,
+    pub url: String,
+    pub kind: DestinationKind,
+    pub enabled: bool,
+    /// Only these forms; empty means every form.
+    pub forms: Vec<FormId>,
+    pub timeout_ms: u64,
+    pub secret_sealed: String,
+    pub auth_sealed: Option<String>,
+    pub auth_summary: Option<String>,
+    pub created_at: String,
+    pub version: u64,
+}
+
+/// What the admin CLI shows: never a secret or credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DestinationView {
+    pub tenant_id: TenantId,
+    pub destination_id: DestinationId,
+    pub name: String,
+    pub url: String,
+    pub kind: DestinationKind,
+    pub enabled: bool,
+    pub forms: Vec<FormId>,
+    pub timeout_ms: u64,
+    pub auth: Option<String>,
+    pub created_at: String,
+}
+
+/// The fields a create or update sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationSpec {
+    pub name: String,
+    pub url: String,
+    pub kind: DestinationKind,
+    pub forms: Vec<FormId>,
+    pub timeout_ms: u64,
+    pub auth: Option<DestinationAuth>,
+}
+
+/// Tenants one create may span: two transaction items each (destination and audit event).
+pub const MAX_TENANTS_PER_CREATE: usize = 50;
+
+/// Default per-attempt timeout, the Standard Webhooks recommendation's lower end.
+pub const DEFAULT_TIMEOUT_MS: u64 = 15_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid url {0:?}: {1}")]
+    Url(String, &'static str),
+    #[error("destination {0} not found for this tenant")]
+    NotFound(DestinationId),
+    #[error("destination {0} changed concurrently; try again")]
+    Conflict(DestinationId),
+    #[error("stored destination {0} is unreadable")]
+    Corrupt(String),
+    #[error("between 1 and {MAX_TENANTS_PER_CREATE} tenants per command")]
+    Count,
+}
+
+/// Checks the URL's shape (http or https, a host, no credentials in it). Where it resolves is
+/// checked at send time by the delivery worker, since DNS can change after creation.
+pub fn check_url(url: &str) -> Result<(), DestinationError> {
+    let bad = |why| DestinationError::Url(url.chars().take(200).collect(), why);
+    let parsed = reqwest::Url::parse(url).map_err(|_| bad("not a URL"))?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err(bad("must be http or https"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("must name a host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad("must not carry credentials; use --bearer-token, basic auth or headers"));
+    }
+    if url.len() > 2048 {
+        return Err(bad("is longer than 2048 characters"));
+    }
+    Ok(())
+}
+
+impl Destination {
+    /// The AAD of this destination's sealed values.
+    pub fn owner(tenant: &TenantId, id: &DestinationId) -> String {
+        let k = keys::destination(tenant, id);
+        format!("{}|{}", k.pk, k.sk)
+    }
+
+    pub fn view(&self) -> DestinationView {
+        DestinationView {
+            tenant_id: self.tenant.clone(),
+            destination_id: self.id,
+            name: self.name.clone(),
+            url: self.url.clone(),
+            kind: self.kind,
+            enabled: self.enabled,
+            forms: self.forms.clone(),
+            timeout_ms: self.timeout_ms,
+            auth: self.auth_summary.clone(),
+            created_at: self.created_at.clone(),
+        }
+    }
+
+    /// Whether a submission of `form` goes here.
+    pub fn wants(&self, form: &FormId) -> bool {
+        self.enabled && (self.forms.is_empty() || self.forms.contains(form))
+    }
+
+    pub fn to_item(&self) -> HashMap<String, AttributeValue> {
+        let k = keys::destination(&self.tenant, &self.id);
+        let mut item = HashMap::from([
+            (keys::PK.to_owned(), AttributeValue::S(k.pk)),
+            (keys::SK.to_owned(), AttributeValue::S(k.sk)),
+            ("name".to_owned(), AttributeValue::S(self.name.clone())),
+            ("url".to_owned(), AttributeValue::S(self.url.clone())),
+            ("kind".to_owned(), AttributeValue::S(self.kind.as_str().to_owned())),
+            ("enabled".to_owned(), AttributeValue::Bool(self.enabled)),
+            ("timeout_ms".to_owned(), AttributeValue::N(self.timeout_ms.to_string())),
+            ("secret_sealed".to_owned(), AttributeValue::S(self.secret_sealed.clone())),
+            ("created_at".to_owned(), AttributeValue::S(self.created_at.clone())),
+            ("version".to_owned(), AttributeValue::N(self.version.to_string())),
+        ]);
+        if !self.forms.is_empty() {
+            item.insert("forms".into(), AttributeValue::Ss(self.forms.iter().map(ToString::to_string).collect()));
+        }
+        if let (Some(a), Some(s)) = (&self.auth_sealed, &self.auth_summary) {
+            item.insert("auth_sealed".into(), AttributeValue::S(a.clone()));
+            item.insert("auth_summary".into(), AttributeValue::S(s.clone()));
+        }
+        item
+    }
+
+    pub fn from_item(item: &HashMap<String, AttributeValue>) -> Option<Destination> {
+        let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let (tenant, id) = match keys::Entity::classify(&s(keys::PK)?, &s(keys::SK)?) {
+            keys::Entity::Destination { tenant, dest } => (tenant, dest),
+            _ => return None,
+        };
+        let n = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok());
+        let mut forms: Vec<FormId> = item
+            .get("forms")
+            .and_then(|v| v.as_ss().ok())
+            .map(|f| f.iter().filter_map(|f| FormId::parse(f).ok()).collect())
+            .unwrap_or_default();
+        forms.sort();
+        Some(Destination {
+            tenant,
+            id,
+            name: s("name")?,
+            url: s("url")?,
+            kind: DestinationKind::parse(&s("kind")?)?,
+            enabled: *item.get("enabled")?.as_bool().ok()?,
+            forms,
+            timeout_ms: n("timeout_ms")?,
+            secret_sealed: s("secret_sealed")?,
+            auth_sealed: s("auth_sealed"),
+            auth_summary: s("auth_summary"),
+            created_at: s("created_at")?,
+            version: n("version")?,
+        })
+    }
+
+    /// Opens the signing secret (for the delivery worker).
+    pub fn signing_secret(&self, keyring: &Keyring) -> Result<SigningSecret, crate::secrets::SecretError> {
+        keyring.open_secret(&self.secret_sealed, &Self::owner(&self.tenant, &self.id))
+    }
+
+    /// Opens the credentials (for the delivery worker).
+    pub fn auth(&self, keyring: &Keyring) -> Result<Option<DestinationAuth>, crate::secrets::SecretError> {
+        let Some(sealed) = &self.auth_sealed else { return Ok(None) };
+        let plain = keyring.open(sealed, &Self::owner(&self.tenant, &self.id))?;
+        serde_json::from_slice(&plain).map(Some).map_err(|_| crate::secrets::SecretError::Sealed)
+    }
+}
+
+fn now_rfc3339(now: OffsetDateTime) -> String {
+    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+fn seal_auth(keyring: &Keyring, owner: &str, auth: &Option<DestinationAuth>) -> (Option<String>, Option<String>) {
+    match auth {
+        None => (None, None),
+        Some(a) => {
+            let plain = serde_json::to_vec(a).expect("auth serialises");
+            (Some(keyring.seal(&plain, owner)), Some(a.summary()))
+        }
+    }
+}
+
+impl DataStore {
+    /// Creates a destination for each tenant (agencies add one endpoint to many tenants at
+    /// once); returns each new destination with its signing secret, shown only now. All or
+    /// nothing, and only for tenants that exist.
+    pub async fn create_destinations(
+        &self,
+        tenants: &[TenantId],
+        spec: &DestinationSpec,
+        keyring: &Keyring,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(Destination, SigningSecret)>, DestinationError> {
+        check_url(&spec.url)?;
+        if tenants.is_empty() || tenants.len() > MAX_TENANTS_PER_CREATE {
+            return Err(DestinationError::Count);
+        }
+        let mut out = Vec::new();
+        let mut items = Vec::new();
+        for t in tenants {
+            let id = DestinationId::new();
+            let owner = Destination::owner(t, &id);
+            let secret = SigningSecret::generate();
+            let (auth_sealed, auth_summary) = seal_auth(keyring, &owner, &spec.auth);
+            let mut forms = spec.forms.clone();
+            forms.sort();
+            forms.dedup();
+            let d = Destination {
+                tenant: t.clone(),
+                id,
+                name: spec.name.clone(),
+                url: spec.url.clone(),
+                kind: spec.kind,
+                enabled: true,
+                forms,
+                timeout_ms: spec.timeout_ms,
+                secret_sealed: keyring.seal_secret(&secret, &owner),
+                auth_sealed,
+                auth_summary,
+                created_at: now_rfc3339(now),
+                version: 1,
+            };
+            items.push(tx_put(self.table(), d.to_item(), Some("attribute_not_exists(PK)")));
+            let audit = AuditEvent::admin(
+                t,
+                now,
+                "destination.created",
+                serde_json::json!({ "destination": id, "url": spec.url }),
+            );
+            items.push(tx_put(self.table(), audit.to_item(), None));
+            out.push((d, secret));
+        }
+        self.transact(items).await.map_err(StoreError::Dynamo)?;
+        Ok(out)
+    }
+
+    pub async fn get_destination(
+        &self,
+        tenant: &TenantId,
+        id: &DestinationId,
+    ) -> Result<Option<Destination>, DestinationError> {
+        let k = keys::destination(tenant, id);
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key(keys::PK, AttributeValue::S(k.pk))
+            .key(keys::SK, AttributeValue::S(k.sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::Dynamo(e.into()))?;
+        match out.item {
+            None => Ok(None),
+            Some(i) => Destination::from_item(&i).map(Some).ok_or_else(|| DestinationError::Corrupt(id.to_string())),
+        }
+    }
+
+    /// A tenant's destinations: one Query of its partition.
+    pub async fn list_destinations(&self, tenant: &TenantId) -> Result<Vec<Destination>, DestinationError> {
+        let items = self
+            .client()
+            .query()
+            .table_name(self.table())
+            .key_condition_expression("PK = :pk AND begins_with(SK, :d)")
+            .expression_attribute_values(":pk", AttributeValue::S(keys::tenant_pk(tenant)))
+            .expression_attribute_values(":d", AttributeValue::S(keys::DESTINATION_SK_PREFIX.into()))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| StoreError::Dynamo(e.into()))?;
+        Ok(items.iter().filter_map(Destination::from_item).collect())
+    }
+
+    /// Applies `change` to a destination, conditioned on the version read.
+    pub async fn update_destination(
+        &self,
+        tenant: &TenantId,
+        id: &DestinationId,
+        keyring: &Keyring,
+        now: OffsetDateTime,
+        kind: &'static str,
+        change: impl FnOnce(&mut Destination, &Keyring),
+    ) -> Result<Destination, DestinationError> {
+        let mut d = self.get_destination(tenant, id).await?.ok_or(DestinationError::NotFound(*id))?;
+        let before = d.version;
+        change(&mut d, keyring);
+        check_url(&d.url)?;
+        d.version += 1;
+        let mut put = tx_put(self.table(), d.to_item(), Some("version = :v"));
+        if let Some(p) = put.put.as_mut() {
+            p.expression_attribute_values =
+                Some(HashMap::from([(":v".to_owned(), AttributeValue::N(before.to_string()))]));
+        }
+        let audit = AuditEvent::admin(tenant, now, kind, serde_json::json!({ "destination": id }));
+        match self.transact(vec![put, tx_put(self.table(), audit.to_item(), None)]).await {
+            Ok(()) => Ok(d),
+            Err(e) if failed_conditions(&e).is_some_and(|f| f.contains(&0)) => Err(DestinationError::Conflict(*id)),
+            Err(e) => Err(StoreError::Dynamo(e).into()),
+        }
+    }
+
+    /// Sets `enabled` on every destination of a tenant (e.g. disable them all at once).
+    pub async fn set_all_destinations_enabled(
+        &self,
+        tenant: &TenantId,
+        enabled: bool,
+        keyring: &Keyring,
+        now: OffsetDateTime,
+    ) -> Result<Vec<DestinationId>, DestinationError> {
+        let mut changed = Vec::new();
+        for d in self.list_destinations(tenant).await? {
+            if d.enabled != enabled {
+                let kind = if enabled { "destination.enabled" } else { "destination.disabled" };
+                self.update_destination(tenant, &d.id, keyring, now, kind, |x, _| x.enabled = enabled).await?;
+                changed.push(d.id);
+            }
+        }
+        Ok(changed)
+    }
+
+    pub async fn delete_destination(
+        &self,
+        tenant: &TenantId,
+        id: &DestinationId,
+        now: OffsetDateTime,
+    ) -> Result<(), DestinationError> {
+        let k = keys::destination(tenant, id);
+        let del = Delete::builder()
+            .table_name(self.table())
+            .key(keys::PK, AttributeValue::S(k.pk))
+            .key(keys::SK, AttributeValue::S(k.sk))
+            .condition_expression("attribute_exists(PK)")
+            .build()
+            .expect("table and key are set");
+        let audit = AuditEvent::admin(tenant, now, "destination.deleted", serde_json::json!({ "destination": id }));
+        match self
+            .transact(vec![
+                TransactWriteItem::builder().delete(del).build(),
+                tx_put(self.table(), audit.to_item(), None),
+            ])
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if failed_conditions(&e).is_some_and(|f| f.contains(&0)) => Err(DestinationError::NotFound(*id)),
+            Err(e) => Err(StoreError::Dynamo(e).into()),
+        }
+    }
+}
+
+/// Re-seals new credentials on an update.
+pub fn replace_auth(d: &mut Destination, keyring: &Keyring, auth: Option<DestinationAuth>) {
+    let (sealed, summary) = seal_auth(keyring, &Destination::owner(&d.tenant, &d.id), &auth);
+    d.auth_sealed = sealed;
+    d.auth_summary = summary;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(check_url("https://hooks.example.com/x?y=1").is_ok());
+        assert!(check_url("http://127.0.0.1:9000/hook").is_ok());
+        for bad in ["ftp://x.com", "https://", "not a url", "https://user:pw@x.com/", "javascript:alert(1)"] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_never_show_in_debug_or_views() {
+        let a = DestinationAuth::Basic { username: "u".into(), password: "hunter2".into() };
+        assert_eq!(format!("{a:?}"), "basic");
+        let h = DestinationAuth::Headers { headers: BTreeMap::from([("X-Api-Key".into(), "s3cret".into())]) };
+        assert_eq!(h.summary(), "headers(X-Api-Key)");
+        assert!(!format!("{h:?}").contains("s3cret"));
+    }
+}
