@@ -269,11 +269,17 @@ async fn trimmed_records_raise_an_alarm_and_reading_goes_on() {
     assert_eq!(event["detail"]["shard"], "t");
     assert_eq!(event["detail"]["checkpoint"], format!("SEQ#{}", seqs[1]));
     let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/events/stream-records-trimmed.schema.json"))
-            .unwrap(),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../schemas/events/stream-records-trimmed.schema.json"
+        ))
+        .unwrap(),
     )
     .unwrap();
-    assert!(jsonschema::validator_for(&schema).unwrap().is_valid(&event["detail"]), "the event matches its published schema");
+    assert!(
+        jsonschema::validator_for(&schema).unwrap().is_valid(&event["detail"]),
+        "the event matches its published schema"
+    );
 }
 
 #[tokio::test]
