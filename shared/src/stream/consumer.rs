@@ -204,7 +204,12 @@ impl<S: StreamShards + Clone, P: BatchProcessor> Worker<S, P> {
         for (shard, h) in &mut self.held {
             match self.shared.leases.renew(&h.lease, &me).await {
                 Ok(l) => h.lease = l,
-                Err(LeaseError::Lost(_)) => lost.push(shard.clone()),
+                // An ambiguous failure (the write applied, the answer lost, the retry refused)
+                // looks like a lost lease: check who owns it before giving it up.
+                Err(LeaseError::Lost(_)) => match self.shared.leases.get(shard).await {
+                    Ok(Some(l)) if l.owner.as_deref() == Some(me.as_str()) => h.lease = l,
+                    _ => lost.push(shard.clone()),
+                },
                 Err(e) => tracing::warn!(shard, error = %e, "lease renewal failed; will retry"),
             }
         }
@@ -240,9 +245,11 @@ impl<S: StreamShards + Clone, P: BatchProcessor> Worker<S, P> {
             leases.iter().filter(|l| l.checkpoint != Checkpoint::ShardEnd && parent_done(&l.parent)).collect();
         let failover = self.shared.config.failover;
         let me = self.me().to_owned();
+        let held = &self.held;
         let expired = |l: &Lease| match &l.owner {
             None => true,
-            Some(o) if *o == me => false,
+            // Ours on paper but not running here (e.g. a take whose answer was lost): free to retake.
+            Some(o) if *o == me => !held.contains_key(&l.shard),
             Some(_) => self.seen.get(&l.shard).is_some_and(|(_, t)| now.duration_since(*t) >= failover),
         };
         let mut owners: HashMap<String, Vec<&Lease>> = HashMap::new();
@@ -285,7 +292,15 @@ impl<S: StreamShards + Clone, P: BatchProcessor> Worker<S, P> {
 
     async fn acquire(&mut self, l: &Lease) -> bool {
         let me = self.me().to_owned();
-        match self.shared.leases.take(l, &me).await {
+        let taken = match self.shared.leases.take(l, &me).await {
+            // As with renewals, a refused retry of a take that did apply still leaves it ours.
+            Err(LeaseError::Lost(shard)) => match self.shared.leases.get(&shard).await {
+                Ok(Some(now)) if now.owner.as_deref() == Some(me.as_str()) => Ok(now),
+                _ => Err(LeaseError::Lost(shard)),
+            },
+            other => other,
+        };
+        match taken {
             Ok(lease) => {
                 tracing::info!(shard = %lease.shard, checkpoint = %lease.checkpoint.encode(), "lease taken");
                 let cancel = CancellationToken::new();

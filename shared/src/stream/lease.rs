@@ -106,6 +106,11 @@ impl LeaseTable {
             .collect())
     }
 
+    /// One lease, read consistently.
+    pub async fn get(&self, shard: &str) -> Result<Option<Lease>, LeaseError> {
+        Ok(self.list().await?.into_iter().find(|l| l.shard == shard))
+    }
+
     /// Creates the lease of a newly discovered shard (at TRIM_HORIZON) unless it exists.
     pub async fn ensure(&self, shard: &str, parent: Option<&str>) -> Result<bool, LeaseError> {
         let mut item = self.key(shard);
