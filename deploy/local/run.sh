@@ -8,9 +8,10 @@ cd "$ROOT"
 
 PORT="${FORMBRIDGE_LOCAL_PORT:-4566}"
 INGEST_PORT="${FORMBRIDGE_INGEST_PORT:-8080}"
-for p in "$PORT" "$INGEST_PORT"; do
+RECEIVER_PORT="${FORMBRIDGE_RECEIVER_PORT:-9000}"
+for p in "$PORT" "$INGEST_PORT" "$RECEIVER_PORT"; do
   if python3 -c "import socket,sys; s=socket.socket(); sys.exit(0 if s.connect_ex(('127.0.0.1',$p))==0 else 1)"; then
-    echo "port $p is already in use (is another run.sh running?). Set FORMBRIDGE_LOCAL_PORT / FORMBRIDGE_INGEST_PORT." >&2
+    echo "port $p is already in use (is another run.sh running?). Set FORMBRIDGE_LOCAL_PORT / FORMBRIDGE_INGEST_PORT / FORMBRIDGE_RECEIVER_PORT." >&2
     exit 1
   fi
 done
@@ -50,11 +51,27 @@ echo "==> local engine at $AWS_ENDPOINT_URL" >&2
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["sites"][0]["signing_secret"])' >"$STATE/demo-site.secret"
 chmod 600 "$STATE/demo-site.secret"
 
+# A destination for the demo tenant: the demo webhook receiver below, which verifies every
+# delivery's signature with this destination's secret.
+"$BIN/formbridge-admin" destination create --tenant demo --name "Demo receiver" \
+  --url "http://127.0.0.1:$RECEIVER_PORT/hook" --retry-schedule 5s,30s,2m \
+  | python3 -c 'import json,sys; c=json.load(sys.stdin)["created"][0]; print(c["signing_secret"]); print(c["destination"]["destination_id"], file=sys.stderr)' \
+  >"$STATE/demo-destination.secret" 2>"$STATE/demo-destination.id"
+chmod 600 "$STATE/demo-destination.secret"
+DEST_ID="$(cat "$STATE/demo-destination.id")"
+: >"$STATE/receiver.log"
+"$BIN/formbridge-admin" demo receive --listen "127.0.0.1:$RECEIVER_PORT" \
+  --secret-file "$STATE/demo-destination.secret" --log "$STATE/receiver.log" >/dev/null 2>"$STATE/receiver.err" &
+PIDS+=($!)
+
 "$BIN/formbridge-persister" >"$STATE/persister.log" 2>&1 &
 PIDS+=($!)
 "$BIN/formbridge-ingest" >"$STATE/ingest.log" 2>&1 &
 PIDS+=($!)
 "$BIN/formbridge-aggregator" >"$STATE/aggregator.log" 2>&1 &
+PIDS+=($!)
+# Loopback destinations are refused unless allowed: this is a local demo.
+DELIVERY_ALLOW_LOOPBACK=true "$BIN/formbridge-delivery" >"$STATE/delivery.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 50); do
   curl -fs "http://127.0.0.1:$INGEST_PORT/healthz" >/dev/null 2>&1 && break
@@ -78,6 +95,9 @@ Form-Bridge is running locally.
   ingest     http://127.0.0.1:$INGEST_PORT/v1/submissions   (health: /healthz, metrics: /metrics; logs $STATE/ingest.log)
   persister  logs in $STATE/persister.log
   aggregator logs in $STATE/aggregator.log (hourly and daily metric items from the table's stream)
+  delivery   logs in $STATE/delivery.log (fans each submission out to the tenant's destinations, signed)
+  receiver   http://127.0.0.1:$RECEIVER_PORT/hook, destination $DEST_ID of tenant demo
+             (verifies each delivery; one JSON line per delivery in $STATE/receiver.log; counts at /stats)
   tenant     demo (4 write shards), site demo.example.com (secret in $STATE/demo-site.secret)
   traffic    5 signed posts through ingest and 15 messages straight onto the queue were sent
 
@@ -85,6 +105,11 @@ In another terminal:
   source $STATE/env
   formbridge-admin submissions list --tenant demo --limit 5     # stored, decoded, newest first
   formbridge-admin demo post --url http://127.0.0.1:$INGEST_PORT --secret-file $STATE/demo-site.secret --count 20
+  curl -s http://127.0.0.1:$RECEIVER_PORT/stats                  # deliveries received, verified, duplicates
+  tail -n 3 $STATE/receiver.log                                   # the latest deliveries, as the receiver saw them
+  formbridge-admin delivery history --tenant demo --submission <id from the list>   # every attempt, per destination
+  formbridge-admin delivery health --tenant demo --destination $DEST_ID
+  formbridge-admin delivery replay --tenant demo --status failed --dry-run
   formbridge-admin metrics --tenant demo --granularity hour     # pre-aggregated counts, bytes, write units, per form
   formbridge-admin site show --domain demo.example.com           # site status (never its secret)
   formbridge-admin tenant show --id demo                         # shard history, retention

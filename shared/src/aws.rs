@@ -53,6 +53,12 @@ pub struct ResourceNames {
     /// Where poison messages end up.
     #[arg(long = "ingest-dlq", env = "FORMBRIDGE_INGEST_DLQ", default_value = "formbridge-ingest-dlq")]
     pub ingest_dlq: String,
+    /// Delivery attempts due now or later (DelaySeconds): the delivery worker's work queue.
+    #[arg(long = "delivery-queue", env = "FORMBRIDGE_DELIVERY_QUEUE", default_value = "formbridge-deliveries")]
+    pub delivery_queue: String,
+    /// Where delivery messages that keep crashing a worker end up.
+    #[arg(long = "delivery-dlq", env = "FORMBRIDGE_DELIVERY_DLQ", default_value = "formbridge-deliveries-dlq")]
+    pub delivery_dlq: String,
     /// The custom EventBridge bus for Form-Bridge events.
     #[arg(long = "event-bus", env = "FORMBRIDGE_EVENT_BUS", default_value = "formbridge")]
     pub event_bus: String,
@@ -65,6 +71,8 @@ impl Default for ResourceNames {
             control_table: "FormBridgeControl".into(),
             ingest_queue: "formbridge-ingest".into(),
             ingest_dlq: "formbridge-ingest-dlq".into(),
+            delivery_queue: "formbridge-deliveries".into(),
+            delivery_dlq: "formbridge-deliveries-dlq".into(),
             event_bus: "formbridge".into(),
         }
     }
@@ -88,6 +96,8 @@ impl ResourceNames {
             control_table: format!("{}-{suffix}", d.control_table),
             ingest_queue: format!("{}-{suffix}", d.ingest_queue),
             ingest_dlq: format!("{}-{suffix}", d.ingest_dlq),
+            delivery_queue: format!("{}-{suffix}", d.delivery_queue),
+            delivery_dlq: format!("{}-{suffix}", d.delivery_dlq),
             event_bus: format!("{}-{suffix}", d.event_bus),
         }
     }
@@ -106,7 +116,7 @@ impl ResourceNames {
                 && s != "default"
                 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
         };
-        let checks: [(&'static str, &str, bool, &'static str); 5] = [
+        let checks: [(&'static str, &str, bool, &'static str); 7] = [
             ("FORMBRIDGE_TABLE", &self.table, table_ok(&self.table), "3-255 of A-Z a-z 0-9 _ - ."),
             (
                 "FORMBRIDGE_CONTROL_TABLE",
@@ -116,6 +126,13 @@ impl ResourceNames {
             ),
             ("FORMBRIDGE_INGEST_QUEUE", &self.ingest_queue, queue_ok(&self.ingest_queue), "1-80 of A-Z a-z 0-9 _ -"),
             ("FORMBRIDGE_INGEST_DLQ", &self.ingest_dlq, queue_ok(&self.ingest_dlq), "1-80 of A-Z a-z 0-9 _ -"),
+            (
+                "FORMBRIDGE_DELIVERY_QUEUE",
+                &self.delivery_queue,
+                queue_ok(&self.delivery_queue),
+                "1-80 of A-Z a-z 0-9 _ -",
+            ),
+            ("FORMBRIDGE_DELIVERY_DLQ", &self.delivery_dlq, queue_ok(&self.delivery_dlq), "1-80 of A-Z a-z 0-9 _ -"),
             (
                 "FORMBRIDGE_EVENT_BUS",
                 &self.event_bus,

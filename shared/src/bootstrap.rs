@@ -25,6 +25,13 @@ pub const MAX_RECEIVE_COUNT: u32 = 5;
 pub const VISIBILITY_TIMEOUT_SECS: u32 = 60;
 /// 14 days, SQS's maximum: a stopped persister loses nothing for two weeks.
 pub const RETENTION_SECS: u32 = 1_209_600;
+/// Delivery messages are invisible this long while a worker handles them: the longest attempt
+/// timeout (30 s) plus reading, recording and re-queueing.
+pub const DELIVERY_VISIBILITY_TIMEOUT_SECS: u32 = 90;
+/// A delivery message received this often without being deleted moves to the delivery DLQ.
+/// Deferrals (paused destination, busy destination, long delays) re-send instead, so they
+/// never count towards it.
+pub const DELIVERY_MAX_RECEIVE_COUNT: u32 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,6 +55,8 @@ pub struct BootstrapReport {
     pub steps: Vec<Step>,
     pub ingest_queue_url: String,
     pub ingest_dlq_url: String,
+    pub delivery_queue_url: String,
+    pub delivery_dlq_url: String,
 }
 
 impl BootstrapReport {
@@ -84,8 +93,19 @@ pub async fn bootstrap(aws: &AwsClients, names: &ResourceNames) -> Result<Bootst
     let dlq_arn = queue_arn(aws, &dlq_url).await?;
     let (queue_url, q_step) = ensure_queue(aws, &names.ingest_queue, ingest_attributes(&dlq_arn)).await?;
     steps.push(q_step);
+    let (ddlq_url, ddlq_step) = ensure_queue(aws, &names.delivery_dlq, dlq_attributes()).await?;
+    steps.push(ddlq_step);
+    let ddlq_arn = queue_arn(aws, &ddlq_url).await?;
+    let (dq_url, dq_step) = ensure_queue(aws, &names.delivery_queue, delivery_attributes(&ddlq_arn)).await?;
+    steps.push(dq_step);
     steps.push(ensure_bus(aws, &names.event_bus).await?);
-    Ok(BootstrapReport { steps, ingest_queue_url: queue_url, ingest_dlq_url: dlq_url })
+    Ok(BootstrapReport {
+        steps,
+        ingest_queue_url: queue_url,
+        ingest_dlq_url: dlq_url,
+        delivery_queue_url: dq_url,
+        delivery_dlq_url: ddlq_url,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,6 +358,19 @@ fn ingest_attributes(dlq_arn: &str) -> Vec<(QueueAttributeName, String)> {
         (QueueAttributeName::MaximumMessageSize, MAX_MESSAGE_BYTES.to_string()),
         (QueueAttributeName::MessageRetentionPeriod, RETENTION_SECS.to_string()),
         (QueueAttributeName::VisibilityTimeout, VISIBILITY_TIMEOUT_SECS.to_string()),
+        (QueueAttributeName::ReceiveMessageWaitTimeSeconds, "20".into()),
+        (QueueAttributeName::RedrivePolicy, redrive.to_string()),
+    ]
+}
+
+/// The delivery work queue. Its messages are small (keys, attempt number, due time). The
+/// visibility timeout covers the longest attempt (30 s) plus recording it; a message that keeps
+/// failing to be handled (a worker crash loop) moves to the delivery DLQ.
+fn delivery_attributes(dlq_arn: &str) -> Vec<(QueueAttributeName, String)> {
+    let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": DELIVERY_MAX_RECEIVE_COUNT});
+    vec![
+        (QueueAttributeName::MessageRetentionPeriod, RETENTION_SECS.to_string()),
+        (QueueAttributeName::VisibilityTimeout, DELIVERY_VISIBILITY_TIMEOUT_SECS.to_string()),
         (QueueAttributeName::ReceiveMessageWaitTimeSeconds, "20".into()),
         (QueueAttributeName::RedrivePolicy, redrive.to_string()),
     ]

@@ -70,6 +70,57 @@ impl DestinationAuth {
     }
 }
 
+/// How the worker retries and paces one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryPolicy {
+    /// Seconds before each retry after a 408, 429, 5xx, timeout or network error. The number of
+    /// entries is the number of retries. Default: Svix's 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+    pub retry_schedule: Vec<u32>,
+    /// Seconds before each retry after any other 4xx (a receiver bug that may get fixed soon).
+    pub client_error_schedule: Vec<u32>,
+    /// Attempts in flight at once to this destination, per worker process.
+    pub max_in_flight: u32,
+}
+
+pub const DEFAULT_RETRY_SCHEDULE: [u32; 7] = [5, 300, 1_800, 7_200, 18_000, 36_000, 36_000];
+pub const DEFAULT_CLIENT_ERROR_SCHEDULE: [u32; 3] = [5, 60, 300];
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 4;
+/// Longest delay one schedule entry may ask for (the retention of a delivery message is longer).
+pub const MAX_SCHEDULE_DELAY_S: u32 = 86_400;
+pub const MAX_SCHEDULE_LEN: usize = 20;
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        Self {
+            retry_schedule: DEFAULT_RETRY_SCHEDULE.to_vec(),
+            client_error_schedule: DEFAULT_CLIENT_ERROR_SCHEDULE.to_vec(),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+}
+
+impl DeliveryPolicy {
+    pub fn check(&self) -> Result<(), DestinationError> {
+        for s in [&self.retry_schedule, &self.client_error_schedule] {
+            if s.len() > MAX_SCHEDULE_LEN || s.iter().any(|d| *d == 0 || *d > MAX_SCHEDULE_DELAY_S) {
+                return Err(DestinationError::Policy("a schedule has at most 20 delays, each 1 s to 24 h"));
+            }
+        }
+        if !(1..=64).contains(&self.max_in_flight) {
+            return Err(DestinationError::Policy("max in flight must be 1-64"));
+        }
+        Ok(())
+    }
+
+    fn to_attr(v: &[u32]) -> AttributeValue {
+        AttributeValue::L(v.iter().map(|d| AttributeValue::N(d.to_string())).collect())
+    }
+
+    fn from_attr(v: Option<&AttributeValue>) -> Option<Vec<u32>> {
+        v?.as_l().ok()?.iter().map(|d| d.as_n().ok()?.parse().ok()).collect()
+    }
+}
+
 /// A destination as stored, with its secrets still sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
@@ -85,6 +136,7 @@ pub struct Destination {
     pub secret_sealed: String,
     pub auth_sealed: Option<String>,
     pub auth_summary: Option<String>,
+    pub policy: DeliveryPolicy,
     pub created_at: String,
     pub version: u64,
 }
@@ -101,6 +153,7 @@ pub struct DestinationView {
     pub forms: Vec<FormId>,
     pub timeout_ms: u64,
     pub auth: Option<String>,
+    pub policy: DeliveryPolicy,
     pub created_at: String,
 }
 
@@ -113,6 +166,7 @@ pub struct DestinationSpec {
     pub forms: Vec<FormId>,
     pub timeout_ms: u64,
     pub auth: Option<DestinationAuth>,
+    pub policy: DeliveryPolicy,
 }
 
 /// Tenants one create may span: two transaction items each (destination and audit event).
@@ -135,6 +189,8 @@ pub enum DestinationError {
     Corrupt(String),
     #[error("between 1 and {MAX_TENANTS_PER_CREATE} tenants per command")]
     Count,
+    #[error("invalid delivery policy: {0}")]
+    Policy(&'static str),
 }
 
 /// Checks the URL's shape (http or https, a host, no credentials in it). Where it resolves is
@@ -175,6 +231,7 @@ impl Destination {
             forms: self.forms.clone(),
             timeout_ms: self.timeout_ms,
             auth: self.auth_summary.clone(),
+            policy: self.policy.clone(),
             created_at: self.created_at.clone(),
         }
     }
@@ -197,6 +254,9 @@ impl Destination {
             ("secret_sealed".to_owned(), AttributeValue::S(self.secret_sealed.clone())),
             ("created_at".to_owned(), AttributeValue::S(self.created_at.clone())),
             ("version".to_owned(), AttributeValue::N(self.version.to_string())),
+            ("retry_schedule".to_owned(), DeliveryPolicy::to_attr(&self.policy.retry_schedule)),
+            ("client_error_schedule".to_owned(), DeliveryPolicy::to_attr(&self.policy.client_error_schedule)),
+            ("max_in_flight".to_owned(), AttributeValue::N(self.policy.max_in_flight.to_string())),
         ]);
         if !self.forms.is_empty() {
             item.insert("forms".into(), AttributeValue::Ss(self.forms.iter().map(ToString::to_string).collect()));
@@ -233,6 +293,15 @@ impl Destination {
             secret_sealed: s("secret_sealed")?,
             auth_sealed: s("auth_sealed"),
             auth_summary: s("auth_summary"),
+            policy: {
+                let d = DeliveryPolicy::default();
+                DeliveryPolicy {
+                    retry_schedule: DeliveryPolicy::from_attr(item.get("retry_schedule")).unwrap_or(d.retry_schedule),
+                    client_error_schedule: DeliveryPolicy::from_attr(item.get("client_error_schedule"))
+                        .unwrap_or(d.client_error_schedule),
+                    max_in_flight: n("max_in_flight").and_then(|v| u32::try_from(v).ok()).unwrap_or(d.max_in_flight),
+                }
+            },
             created_at: s("created_at")?,
             version: n("version")?,
         })
@@ -277,6 +346,7 @@ impl DataStore {
         now: OffsetDateTime,
     ) -> Result<Vec<(Destination, SigningSecret)>, DestinationError> {
         check_url(&spec.url)?;
+        spec.policy.check()?;
         if tenants.is_empty() || tenants.len() > MAX_TENANTS_PER_CREATE {
             return Err(DestinationError::Count);
         }
@@ -302,6 +372,7 @@ impl DataStore {
                 secret_sealed: keyring.seal_secret(&secret, &owner),
                 auth_sealed,
                 auth_summary,
+                policy: spec.policy.clone(),
                 created_at: now_rfc3339(now),
                 version: 1,
             };
@@ -373,6 +444,7 @@ impl DataStore {
         let before = d.version;
         change(&mut d, keyring);
         check_url(&d.url)?;
+        d.policy.check()?;
         d.version += 1;
         let mut put = tx_put(self.table(), d.to_item(), Some("version = :v"));
         if let Some(p) = put.put.as_mut() {

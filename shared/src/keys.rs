@@ -122,6 +122,13 @@ pub fn destination(tenant: &TenantId, dest: &DestinationId) -> ItemKey {
 }
 pub const DESTINATION_SK_PREFIX: &str = "DEST#";
 
+/// A destination's health (consecutive failures, breaker state), beside it in the tenant's
+/// partition but outside the `DEST#` prefix, so listing destinations does not read it.
+pub fn destination_health(tenant: &TenantId, dest: &DestinationId) -> ItemKey {
+    key(tenant_pk(tenant), format!("HEALTH#{dest}"))
+}
+pub const HEALTH_SK_PREFIX: &str = "HEALTH#";
+
 // ---- metrics -------------------------------------------------------------------------------
 
 pub fn metrics_pk(tenant: &TenantId) -> String {
@@ -224,6 +231,10 @@ pub enum Entity {
         tenant: TenantId,
         dest: DestinationId,
     },
+    DestinationHealth {
+        tenant: TenantId,
+        dest: DestinationId,
+    },
     Metrics {
         tenant: TenantId,
         bucket: String,
@@ -249,6 +260,8 @@ impl Entity {
                 let tenant = TenantId::parse(t).ok()?;
                 if sk == "PROFILE" {
                     Some(Entity::TenantProfile { tenant })
+                } else if let Some(d) = sk.strip_prefix(HEALTH_SK_PREFIX) {
+                    Some(Entity::DestinationHealth { tenant, dest: DestinationId::parse(d).ok()? })
                 } else {
                     let dest = DestinationId::parse(sk.strip_prefix(DESTINATION_SK_PREFIX)?).ok()?;
                     Some(Entity::Destination { tenant, dest })
@@ -343,7 +356,11 @@ mod tests {
             prop_assert_eq!(Entity::classify(&k.pk, &k.sk), Entity::Submission { tenant: tenant.clone(), shard, id });
             let dest = DestinationId::from_ulid(ulid::Ulid(n.rotate_left(7)));
             let d = delivery_attempt(&tenant, shard, &id, &dest, 3);
-            prop_assert_eq!(Entity::classify(&d.pk, &d.sk), Entity::DeliveryAttempt { tenant, shard, id, dest, attempt: 3 });
+            prop_assert_eq!(Entity::classify(&d.pk, &d.sk), Entity::DeliveryAttempt { tenant: tenant.clone(), shard, id, dest, attempt: 3 });
+            let h = destination_health(&tenant, &dest);
+            prop_assert_eq!(Entity::classify(&h.pk, &h.sk), Entity::DestinationHealth { tenant: tenant.clone(), dest });
+            let k = destination(&tenant, &dest);
+            prop_assert_eq!(Entity::classify(&k.pk, &k.sk), Entity::Destination { tenant, dest });
         }
 
         #[test]

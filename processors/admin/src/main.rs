@@ -7,13 +7,15 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use formbridge_shared::aws::{AwsClients, ResourceNames};
-use formbridge_shared::destination::{replace_auth, DestinationAuth, DestinationKind, DestinationSpec};
+use formbridge_shared::destination::{replace_auth, DeliveryPolicy, DestinationAuth, DestinationKind, DestinationSpec};
 use formbridge_shared::secrets::KeyringArgs;
 use formbridge_shared::sharding::ShardHistory;
 use formbridge_shared::store::DataStore;
 use formbridge_shared::submission::{QueueMessage, REJECT_DETAIL_ATTRIBUTE, REJECT_REASON_ATTRIBUTE};
 use formbridge_shared::tenant::{TenantProfile, DEFAULT_RETENTION_DAYS};
 use formbridge_shared::{bootstrap, domain, sample, DestinationId, FormId, SiteDomain, SubmissionId, TenantId};
+
+mod receiver;
 
 /// Form-Bridge admin CLI. AWS region, credentials and endpoint come from the SDK's standard
 /// settings (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL, ...).
@@ -41,6 +43,9 @@ enum Command {
     /// Delivery destinations of tenants (webhooks, Slack).
     #[command(subcommand)]
     Destination(DestinationCommand),
+    /// Deliveries: history, destination health, replay.
+    #[command(subcommand)]
+    Delivery(DeliveryCommand),
     /// Stored submissions.
     #[command(subcommand)]
     Submissions(SubmissionsCommand),
@@ -60,7 +65,8 @@ enum Command {
     /// The ingest dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
-    /// Demo traffic straight onto the ingest queue (bypassing the HTTP endpoint).
+    /// Demo traffic: signed posts to ingest, messages straight onto the ingest queue, and a
+    /// webhook receiver standing in for a destination.
     #[command(subcommand)]
     Demo(DemoCommand),
 }
@@ -197,6 +203,8 @@ enum DestinationCommand {
         timeout_ms: u64,
         #[command(flatten)]
         auth: AuthArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// Change a destination's URL, name, forms, timeout or credentials.
     Update {
@@ -220,6 +228,8 @@ enum DestinationCommand {
         /// Remove the credentials.
         #[arg(long)]
         no_auth: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// Enable one destination, or all of a tenant's.
     Enable {
@@ -253,6 +263,188 @@ enum DestinationCommand {
     },
 }
 
+/// How a destination is retried and paced.
+#[derive(Debug, clap::Args)]
+struct PolicyArgs {
+    /// Delays before each retry after 408, 429, 5xx, timeouts and network errors, e.g.
+    /// `5s,5m,30m,2h,5h,10h,10h` (the default). The count is the number of retries.
+    #[arg(long, value_parser = parse_schedule)]
+    retry_schedule: Option<ScheduleArg>,
+    /// Delays before each retry after any other 4xx. Default `5s,1m,5m`.
+    #[arg(long, value_parser = parse_schedule)]
+    client_error_schedule: Option<ScheduleArg>,
+    /// Attempts in flight at once to this destination, per worker process (1-64, default 4).
+    #[arg(long)]
+    max_in_flight: Option<u32>,
+}
+
+impl PolicyArgs {
+    fn apply(self, p: &mut DeliveryPolicy) {
+        if let Some(ScheduleArg(s)) = self.retry_schedule {
+            p.retry_schedule = s;
+        }
+        if let Some(ScheduleArg(s)) = self.client_error_schedule {
+            p.client_error_schedule = s;
+        }
+        if let Some(m) = self.max_in_flight {
+            p.max_in_flight = m;
+        }
+    }
+}
+
+/// A retry schedule in seconds.
+#[derive(Debug, Clone)]
+struct ScheduleArg(Vec<u32>);
+
+/// `5s,5m,30m` -> seconds.
+fn parse_schedule(s: &str) -> std::result::Result<ScheduleArg, String> {
+    s.split(',')
+        .map(|d| {
+            let d = humantime::parse_duration(d.trim()).map_err(|e| format!("{d:?}: {e}"))?;
+            u32::try_from(d.as_secs()).map_err(|_| format!("{d:?} is too long"))
+        })
+        .collect::<std::result::Result<Vec<u32>, String>>()
+        .map(ScheduleArg)
+}
+
+#[derive(Debug, Subcommand)]
+enum DeliveryCommand {
+    /// A submission's deliveries, each with every attempt (one Query).
+    History {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        submission: SubmissionId,
+    },
+    /// A destination's health and circuit-breaker state.
+    Health {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        destination: DestinationId,
+    },
+    /// Redeliver with the original webhook-id: one submission to one destination
+    /// (`--submission`), or in bulk every delivery with `--status` (default failed), optionally
+    /// of one `--destination`, whose status time lies in [`--since`, `--until`]. Bulk replays
+    /// need `--dry-run` (count only) or `--yes`.
+    Replay {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        destination: Option<DestinationId>,
+        #[arg(long, requires = "destination")]
+        submission: Option<SubmissionId>,
+        #[arg(long, value_enum, default_value = "failed")]
+        status: ReplayStatusArg,
+        /// RFC 3339 time, or a duration back from now (`24h`). Default: 14 days ago.
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339 time, or a duration back from now. Default: now.
+        #[arg(long)]
+        until: Option<String>,
+        /// Count what would be replayed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Confirm a bulk replay.
+        #[arg(long, conflicts_with = "dry_run")]
+        yes: bool,
+        /// Replays queued per second, so live traffic keeps its share of the workers.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        rate: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ReplayStatusArg {
+    Failed,
+    Retrying,
+    Pending,
+}
+
+/// A point in time: RFC 3339, or a duration back from now.
+fn when(arg: Option<&str>, default: OffsetDateTime) -> Result<u64> {
+    let t = match arg {
+        None => default,
+        Some(s) => match OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+            Ok(t) => t,
+            Err(_) => {
+                let d = humantime::parse_duration(s)
+                    .with_context(|| format!("--since/--until {s:?}: neither RFC 3339 nor a duration"))?;
+                OffsetDateTime::now_utc() - d
+            }
+        },
+    };
+    Ok(u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0))
+}
+
+async fn delivery_command(
+    aws: &AwsClients,
+    cli_resources: &ResourceNames,
+    store: &DataStore,
+    cmd: DeliveryCommand,
+) -> Result<Value> {
+    use formbridge_delivery::record::Status;
+    use formbridge_delivery::replay::{self, ReplayFilter, Replayer};
+    Ok(match cmd {
+        DeliveryCommand::History { tenant, submission } => {
+            let p = profile(store, &tenant).await?;
+            json!({ "submission": submission, "deliveries": replay::history(store, &p, &submission).await? })
+        }
+        DeliveryCommand::Health { tenant, destination } => {
+            let hs = formbridge_delivery::health::HealthStore {
+                client: aws.dynamodb.clone(),
+                table: cli_resources.table.clone(),
+            };
+            let h = hs.get(&tenant, &destination).await?;
+            json!({
+                "tenant": tenant,
+                "destination": destination,
+                "state": format!("{:?}", h.state).to_lowercase(),
+                "consecutive_failures": h.consecutive_failures,
+                "first_failure_at": h.first_failure_ms.map(formbridge_delivery::events::rfc3339_ms),
+                "last_success_at": h.last_success_ms.map(formbridge_delivery::events::rfc3339_ms),
+                "paused_until": (h.open_until_ms > 0).then(|| formbridge_delivery::events::rfc3339_ms(h.open_until_ms)),
+            })
+        }
+        DeliveryCommand::Replay { tenant, destination, submission, status, since, until, dry_run, yes, rate } => {
+            let queue = formbridge_delivery::queue::DeliveryQueue::open(aws.sqs.clone(), &cli_resources.delivery_queue)
+                .await
+                .context("the delivery queue (run `formbridge-admin bootstrap`)")?;
+            let replayer = Replayer::new(store.clone(), queue);
+            if let (Some(sub), Some(dest)) = (submission, destination) {
+                let p = profile(store, &tenant).await?;
+                let Some(rec) = replayer.find(&p, &sub, &dest).await? else {
+                    bail!("no delivery of submission {sub} to destination {dest}")
+                };
+                if dry_run {
+                    return Ok(json!({ "dry_run": true, "matched": 1, "delivery": rec }));
+                }
+                let ok = replayer.replay_one(&rec).await?;
+                return Ok(json!({ "replayed": u8::from(ok), "webhook_id": rec.webhook_id }));
+            }
+            let now = OffsetDateTime::now_utc();
+            let filter = ReplayFilter {
+                tenant,
+                destination,
+                status: match status {
+                    ReplayStatusArg::Failed => Status::Failed,
+                    ReplayStatusArg::Retrying => Status::Retrying,
+                    ReplayStatusArg::Pending => Status::Pending,
+                },
+                since_ms: when(since.as_deref(), now - time::Duration::days(14))?,
+                until_ms: when(until.as_deref(), now)?,
+            };
+            let matched = replayer.matching(&filter).await?;
+            if dry_run || !yes {
+                json!({ "dry_run": true, "matched": matched.len(), "note": if dry_run { "nothing changed" } else { "add --yes to replay these" } })
+            } else {
+                let per_second = std::num::NonZeroU32::new(rate).unwrap_or(std::num::NonZeroU32::MIN);
+                serde_json::to_value(replayer.replay_all(&matched, per_second).await?)?
+            }
+        }
+    })
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum KindArg {
     Webhook,
@@ -265,7 +457,9 @@ async fn destination_command(store: &DataStore, keyring: &KeyringArgs, cmd: Dest
         ds.iter().map(|d| serde_json::to_value(d.view()).unwrap_or(Value::Null)).collect()
     };
     Ok(match cmd {
-        DestinationCommand::Create { tenants, url, kind, name, forms, timeout_ms, auth } => {
+        DestinationCommand::Create { tenants, url, kind, name, forms, timeout_ms, auth, policy } => {
+            let mut delivery_policy = DeliveryPolicy::default();
+            policy.apply(&mut delivery_policy);
             let keyring = keyring.load()?;
             for t in &tenants {
                 profile(store, t).await?;
@@ -280,6 +474,7 @@ async fn destination_command(store: &DataStore, keyring: &KeyringArgs, cmd: Dest
                 forms,
                 timeout_ms,
                 auth: auth.load()?,
+                policy: delivery_policy,
             };
             let created = store.create_destinations(&tenants, &spec, &keyring, now).await?;
             let out: Vec<Value> = created
@@ -288,7 +483,7 @@ async fn destination_command(store: &DataStore, keyring: &KeyringArgs, cmd: Dest
                 .collect();
             json!({ "created": out, "note": "signing secrets are shown only now" })
         }
-        DestinationCommand::Update { tenant, id, url, name, forms, all_forms, timeout_ms, auth, no_auth } => {
+        DestinationCommand::Update { tenant, id, url, name, forms, all_forms, timeout_ms, auth, no_auth, policy } => {
             let keyring = keyring.load()?;
             let new_auth = auth.load()?;
             let d = store
@@ -307,6 +502,7 @@ async fn destination_command(store: &DataStore, keyring: &KeyringArgs, cmd: Dest
                     if let Some(t) = timeout_ms {
                         d.timeout_ms = t;
                     }
+                    policy.apply(&mut d.policy);
                     if no_auth {
                         replace_auth(d, k, None);
                     } else if new_auth.is_some() {
@@ -416,6 +612,18 @@ enum DemoCommand {
         #[arg(long, default_value = "contact")]
         form: FormId,
     },
+    /// Receive webhooks as a destination would, until Ctrl-C: verifies each Standard Webhooks
+    /// signature, prints one JSON line per request and serves counts on GET /stats.
+    Receive {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+        /// A file holding the destination's whsec_ signing secret.
+        #[arg(long)]
+        secret_file: std::path::PathBuf,
+        /// Also append every request line to this file.
+        #[arg(long)]
+        log: Option<std::path::PathBuf>,
+    },
 }
 
 fn now_ms() -> u64 {
@@ -427,6 +635,11 @@ async fn profile(store: &DataStore, tenant: &TenantId) -> Result<TenantProfile> 
 }
 
 async fn execute(cli: Cli) -> Result<Value> {
+    // The receiver stands in for a customer's endpoint: it needs no AWS settings, so it starts
+    // before they are loaded.
+    if let Command::Demo(DemoCommand::Receive { listen, secret_file, log }) = cli.command {
+        return receiver::run(listen, &secret_file, log).await;
+    }
     cli.resources.validate()?;
     let aws = AwsClients::from_env().await;
     let store = DataStore::new(aws.dynamodb.clone(), cli.resources.table.clone());
@@ -459,6 +672,7 @@ async fn execute(cli: Cli) -> Result<Value> {
             let buckets = store.metrics(&tenant, form.as_ref(), g, now - span, now).await?;
             json!({ "tenant": tenant, "form": form, "granularity": g, "buckets": buckets })
         }
+        Command::Delivery(cmd) => delivery_command(&aws, &cli.resources, &store, cmd).await?,
         Command::Submissions(SubmissionsCommand::List { tenant, limit }) => {
             let p = profile(&store, &tenant).await?;
             json!({ "submissions": store.recent_submissions(&tenant, &p, limit).await? })
@@ -583,6 +797,7 @@ async fn execute(cli: Cli) -> Result<Value> {
             }
             json!({ "enqueued": count, "tenant": tenant, "submission_ids": ids })
         }
+        Command::Demo(DemoCommand::Receive { .. }) => unreachable!("handled before AWS is configured"),
     })
 }
 
@@ -644,5 +859,37 @@ async fn main() {
             eprintln!("formbridge-admin: {e:#}");
             std::process::exit(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "formbridge-admin",
+            "destination",
+            "update",
+            "--tenant",
+            "acme",
+            "--id",
+            "01JDQ7Z8X0000000000000000A",
+            "--retry-schedule",
+            "5s,5m,2h",
+            "--max-in-flight",
+            "8",
+        ])
+        .unwrap();
+        let Command::Destination(DestinationCommand::Update { policy, .. }) = cli.command else { panic!() };
+        let mut p = DeliveryPolicy::default();
+        policy.apply(&mut p);
+        assert_eq!(p.retry_schedule, vec![5, 300, 7200]);
+        assert_eq!(p.max_in_flight, 8);
+        assert_eq!(p.client_error_schedule, DeliveryPolicy::default().client_error_schedule);
+        assert!(parse_schedule("5s,soon").unwrap_err().contains("soon"));
     }
 }

@@ -3,6 +3,7 @@
 //! and many shards (`fake`), leases and checkpoints in the control table (`lease`), and the
 //! worker that ties them together (`consumer`).
 
+pub mod args;
 pub mod consumer;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
@@ -10,6 +11,7 @@ pub mod lease;
 pub mod record;
 pub mod shards;
 
+pub use args::StreamArgs;
 pub use consumer::{run, Alarms, BatchProcessor, ConsumerConfig, ProcessError};
 pub use lease::{Checkpoint, CommitError, Committer, Lease, LeaseTable};
 pub use record::{Change, ChangeKind};

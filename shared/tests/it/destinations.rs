@@ -39,6 +39,7 @@ fn spec(auth: Option<DestinationAuth>) -> DestinationSpec {
         forms: vec![FormId::parse("contact").unwrap()],
         timeout_ms: 15_000,
         auth,
+        policy: Default::default(),
     }
 }
 

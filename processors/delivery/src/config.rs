@@ -1,0 +1,91 @@
+//! The delivery worker's settings: flags, each with an environment variable, validated at start.
+
+use std::time::Duration;
+
+use clap::Parser;
+use formbridge_shared::aws::{ConfigError, ResourceNames};
+use formbridge_shared::secrets::KeyringArgs;
+use formbridge_shared::stream::{ConsumerConfig, StreamArgs};
+
+/// Delivers each stored submission to its tenant's destinations. AWS settings come from the
+/// SDK's standard configuration (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL, ...).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "formbridge-delivery", version)]
+pub struct Config {
+    #[command(flatten)]
+    pub resources: ResourceNames,
+    #[command(flatten)]
+    pub keyring: KeyringArgs,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    /// Consumer group name in the control table.
+    #[arg(long, env = "DELIVERY_GROUP", default_value = "delivery")]
+    pub group: String,
+    /// Allow destinations on loopback addresses (127.0.0.0/8, ::1). For local development and
+    /// tests only; private, link-local and metadata addresses stay refused.
+    #[arg(long, env = "DELIVERY_ALLOW_LOOPBACK", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_loopback: bool,
+    /// Concurrent long polls of the delivery queue.
+    #[arg(long, env = "DELIVERY_POLLERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub pollers: u32,
+    /// Attempts in flight at once in this process, over all destinations.
+    #[arg(long, env = "DELIVERY_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_in_flight: u32,
+    /// How long a tenant's destination list is cached (ms). Changes reach running workers
+    /// within this time.
+    #[arg(long, env = "DELIVERY_DESTINATION_CACHE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub destination_cache_ms: u64,
+    /// Consecutive failed attempts that pause a destination (circuit breaker opens).
+    #[arg(long, env = "DELIVERY_BREAKER_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub breaker_threshold: u32,
+    /// How long a paused destination rests before one probe attempt (s); doubles after each
+    /// failed probe, up to DELIVERY_BREAKER_MAX_COOLDOWN_S.
+    #[arg(long, env = "DELIVERY_BREAKER_COOLDOWN_S", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub breaker_cooldown_s: u32,
+    #[arg(long, env = "DELIVERY_BREAKER_MAX_COOLDOWN_S", default_value_t = 3_600, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub breaker_max_cooldown_s: u32,
+    /// The longest `Retry-After` a destination can ask for (s).
+    #[arg(long, env = "DELIVERY_RETRY_AFTER_CAP_S", default_value_t = 3_600, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub retry_after_cap_s: u32,
+    /// When a destination already has its maximum attempts in flight here, its next message
+    /// waits this long (ms) in the queue instead of holding a worker slot.
+    #[arg(long, env = "DELIVERY_BUSY_DEFER_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1_000..=900_000))]
+    pub busy_defer_ms: u64,
+    /// Serve Prometheus metrics on this address. Off when unset.
+    #[arg(long, env = "DELIVERY_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.resources.validate()?;
+        self.stream.validate()?;
+        self.keyring.load()?;
+        if self.breaker_max_cooldown_s < self.breaker_cooldown_s {
+            return Err(ConfigError {
+                setting: "DELIVERY_BREAKER_MAX_COOLDOWN_S",
+                value: self.breaker_max_cooldown_s.to_string(),
+                rule: "must be at least DELIVERY_BREAKER_COOLDOWN_S",
+            });
+        }
+        Ok(())
+    }
+
+    pub fn consumer(&self) -> ConsumerConfig {
+        self.stream.consumer(&self.group)
+    }
+
+    pub fn cooldown(&self, trips: u32) -> Duration {
+        let base = u64::from(self.breaker_cooldown_s);
+        let s = base.saturating_mul(1u64 << trips.min(20)).min(u64::from(self.breaker_max_cooldown_s));
+        Duration::from_secs(s)
+    }
+
+    /// Defaults for `resources` (tests and embedding).
+    pub fn for_resources(resources: ResourceNames, master_keys: &str) -> Self {
+        let mut c = Config::parse_from(["formbridge-delivery"]);
+        c.resources = resources;
+        c.keyring = KeyringArgs { master_keys: Some(master_keys.to_owned()), master_keys_file: None };
+        c
+    }
+}

@@ -1,0 +1,281 @@
+//! Destination health and the circuit breaker, kept in DynamoDB (`TENANT#<t>` /
+//! `HEALTH#<dest>`) so every worker sees the same state and it survives restarts.
+//!
+//! - Each failed attempt that counts (408, 429, 5xx, timeouts, network errors) adds to
+//!   `consecutive_failures` and keeps `first_failure_ms`; a success resets them and stamps
+//!   `last_success_ms` (at most once a minute per worker while healthy, to save writes).
+//! - At `threshold` consecutive failures the breaker opens (`state = open`) until `open_until_ms`:
+//!   the destination is paused and a `DestinationPaused` event goes out. Deliveries to it wait
+//!   in the queue without spending attempts.
+//! - When the pause ends, exactly one worker wins a conditional write and sends one probe
+//!   (`state = probing`). A probe that succeeds closes the breaker (`DestinationRecovered`) and
+//!   the queued deliveries drain; one that fails re-opens it with the cooldown doubled.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use formbridge_shared::keys;
+use formbridge_shared::{DestinationId, TenantId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    Probing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub state: BreakerState,
+    pub consecutive_failures: u32,
+    pub first_failure_ms: Option<u64>,
+    pub last_success_ms: Option<u64>,
+    pub open_until_ms: u64,
+    pub probe_until_ms: u64,
+    pub paused_at_ms: Option<u64>,
+    pub trips: u32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            state: BreakerState::Closed,
+            consecutive_failures: 0,
+            first_failure_ms: None,
+            last_success_ms: None,
+            open_until_ms: 0,
+            probe_until_ms: 0,
+            paused_at_ms: None,
+            trips: 0,
+        }
+    }
+}
+
+impl Health {
+    fn from_item(item: &HashMap<String, AttributeValue>) -> Health {
+        let num = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok());
+        let state = match item.get("state").and_then(|v| v.as_s().ok()).map(String::as_str) {
+            Some("open") => BreakerState::Open,
+            Some("probing") => BreakerState::Probing,
+            _ => BreakerState::Closed,
+        };
+        Health {
+            state,
+            consecutive_failures: num("consecutive_failures").unwrap_or(0) as u32,
+            first_failure_ms: num("first_failure_ms"),
+            last_success_ms: num("last_success_ms"),
+            open_until_ms: num("open_until_ms").unwrap_or(0),
+            probe_until_ms: num("probe_until_ms").unwrap_or(0),
+            paused_at_ms: num("paused_at_ms"),
+            trips: num("trips").unwrap_or(0) as u32,
+        }
+    }
+}
+
+/// What the breaker says about sending now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Send,
+    /// This worker holds the probe: send, and the outcome decides the breaker.
+    Probe,
+    /// Paused: try again after this long.
+    Wait(Duration),
+}
+
+/// A breaker transition worth an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    Paused { consecutive_failures: u32, first_failure_ms: u64, paused_until_ms: u64 },
+    Recovered { failures_before: u32, paused_at_ms: Option<u64> },
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthStore {
+    pub client: aws_sdk_dynamodb::Client,
+    pub table: String,
+}
+
+type DynErr = aws_sdk_dynamodb::Error;
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn conditional<T>(r: Result<T, DynErr>) -> Result<Option<T>, DynErr> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(DynErr::ConditionalCheckFailedException(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl HealthStore {
+    fn update(
+        &self,
+        tenant: &TenantId,
+        dest: &DestinationId,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        let k = keys::destination_health(tenant, dest);
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(keys::PK, AttributeValue::S(k.pk))
+            .key(keys::SK, AttributeValue::S(k.sk))
+            .expression_attribute_names("#st", "state")
+    }
+
+    pub async fn get(&self, tenant: &TenantId, dest: &DestinationId) -> Result<Health, DynErr> {
+        let k = keys::destination_health(tenant, dest);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(keys::PK, AttributeValue::S(k.pk))
+            .key(keys::SK, AttributeValue::S(k.sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(DynErr::from)?;
+        Ok(out.item.as_ref().map(Health::from_item).unwrap_or_default())
+    }
+
+    /// Whether to send now, claiming the probe when a pause has run out.
+    pub async fn gate(
+        &self,
+        tenant: &TenantId,
+        dest: &DestinationId,
+        h: &Health,
+        now_ms: u64,
+        probe_for: Duration,
+    ) -> Result<Gate, DynErr> {
+        let (expired, cond) = match h.state {
+            BreakerState::Closed => return Ok(Gate::Send),
+            BreakerState::Open => (h.open_until_ms <= now_ms, "#st = :open AND open_until_ms <= :now"),
+            BreakerState::Probing => (h.probe_until_ms <= now_ms, "#st = :probing AND probe_until_ms <= :now"),
+        };
+        if !expired {
+            let until = if h.state == BreakerState::Open { h.open_until_ms } else { h.probe_until_ms };
+            return Ok(Gate::Wait(Duration::from_millis(until.saturating_sub(now_ms).max(1000))));
+        }
+        let claimed = self
+            .update(tenant, dest)
+            .update_expression("SET #st = :probing, probe_until_ms = :pu")
+            .condition_expression(cond)
+            .expression_attribute_values(":open", AttributeValue::S("open".into()))
+            .expression_attribute_values(":probing", AttributeValue::S("probing".into()))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":pu", n(now_ms + probe_for.as_millis() as u64))
+            .send()
+            .await
+            .map_err(DynErr::from);
+        Ok(match conditional(claimed)? {
+            Some(_) => Gate::Probe,
+            None => Gate::Wait(Duration::from_secs(2)),
+        })
+    }
+
+    /// Records a counted failure; opens the breaker at `threshold` (or re-opens it after a
+    /// failed probe). Returns the health after, and `Paused` when this call paused it.
+    pub async fn failure(
+        &self,
+        tenant: &TenantId,
+        dest: &DestinationId,
+        now_ms: u64,
+        threshold: u32,
+        cooldown: impl Fn(u32) -> Duration,
+        was_probe: bool,
+    ) -> Result<(Health, Option<Transition>), DynErr> {
+        let out = self
+            .update(tenant, dest)
+            .update_expression(
+                "SET consecutive_failures = if_not_exists(consecutive_failures, :zero) + :one, \
+                 first_failure_ms = if_not_exists(first_failure_ms, :now), last_failure_ms = :now, \
+                 #st = if_not_exists(#st, :closed)",
+            )
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":closed", AttributeValue::S("closed".into()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(DynErr::from)?;
+        let h = out.attributes.as_ref().map(Health::from_item).unwrap_or_default();
+        let should_open = match h.state {
+            BreakerState::Closed => h.consecutive_failures >= threshold,
+            BreakerState::Probing => was_probe,
+            BreakerState::Open => false,
+        };
+        if !should_open {
+            return Ok((h, None));
+        }
+        let from = if h.state == BreakerState::Closed { "closed" } else { "probing" };
+        let until = now_ms + cooldown(h.trips).as_millis() as u64;
+        let opened = self
+            .update(tenant, dest)
+            .update_expression(
+                "SET #st = :open, open_until_ms = :until, paused_at_ms = if_not_exists(paused_at_ms, :now), \
+                 trips = if_not_exists(trips, :zero) + :one",
+            )
+            .condition_expression("#st = :from")
+            .expression_attribute_values(":open", AttributeValue::S("open".into()))
+            .expression_attribute_values(":from", AttributeValue::S(from.into()))
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(DynErr::from);
+        match conditional(opened)? {
+            Some(out) => {
+                let after = out.attributes.as_ref().map(Health::from_item).unwrap_or_default();
+                // Only the closed -> open edge is news; a failed probe just extends the pause.
+                let t = (from == "closed").then(|| Transition::Paused {
+                    consecutive_failures: after.consecutive_failures,
+                    first_failure_ms: after.first_failure_ms.unwrap_or(now_ms),
+                    paused_until_ms: until,
+                });
+                Ok((after, t))
+            }
+            None => Ok((h, None)),
+        }
+    }
+
+    /// Records a success: closes the breaker. Skips the write when `known` shows a healthy,
+    /// recently stamped destination.
+    pub async fn success(
+        &self,
+        tenant: &TenantId,
+        dest: &DestinationId,
+        now_ms: u64,
+        known: &Health,
+    ) -> Result<(Health, Option<Transition>), DynErr> {
+        let fresh = known.last_success_ms.is_some_and(|t| now_ms.saturating_sub(t) < 60_000);
+        if known.state == BreakerState::Closed && known.consecutive_failures == 0 && fresh {
+            return Ok((known.clone(), None));
+        }
+        let out = self
+            .update(tenant, dest)
+            .update_expression(
+                "SET consecutive_failures = :zero, last_success_ms = :now, #st = :closed, trips = :zero \
+                 REMOVE first_failure_ms, open_until_ms, probe_until_ms, paused_at_ms",
+            )
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":closed", AttributeValue::S("closed".into()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(DynErr::from)?;
+        let before = out.attributes.as_ref().map(Health::from_item).unwrap_or_default();
+        let t = (before.state != BreakerState::Closed).then_some(Transition::Recovered {
+            failures_before: before.consecutive_failures,
+            paused_at_ms: before.paused_at_ms,
+        });
+        let after = Health { last_success_ms: Some(now_ms), ..Health::default() };
+        Ok((after, t))
+    }
+}
