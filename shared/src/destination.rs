@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::audit::AuditEvent;
-use crate::ids::{DestinationId, FormId, TenantId};
+use crate::ids::{DestinationId, FormId, SiteDomain, TenantId};
 use crate::keys;
 use crate::secrets::{Keyring, SigningSecret};
 use crate::store::{failed_conditions, tx_put, DataStore, StoreError};
@@ -84,7 +84,7 @@ pub struct DeliveryPolicy {
 
 pub const DEFAULT_RETRY_SCHEDULE: [u32; 7] = [5, 300, 1_800, 7_200, 18_000, 36_000, 36_000];
 pub const DEFAULT_CLIENT_ERROR_SCHEDULE: [u32; 3] = [5, 60, 300];
-pub const DEFAULT_MAX_IN_FLIGHT: u32 = 4;
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 16;
 /// Longest delay one schedule entry may ask for (the retention of a delivery message is longer).
 pub const MAX_SCHEDULE_DELAY_S: u32 = 86_400;
 pub const MAX_SCHEDULE_LEN: usize = 20;
@@ -132,6 +132,8 @@ pub struct Destination {
     pub enabled: bool,
     /// Only these forms; empty means every form.
     pub forms: Vec<FormId>,
+    /// Only submissions from these sites; empty means every site of the tenant.
+    pub sites: Vec<SiteDomain>,
     pub timeout_ms: u64,
     pub secret_sealed: String,
     pub auth_sealed: Option<String>,
@@ -151,6 +153,7 @@ pub struct DestinationView {
     pub kind: DestinationKind,
     pub enabled: bool,
     pub forms: Vec<FormId>,
+    pub sites: Vec<SiteDomain>,
     pub timeout_ms: u64,
     pub auth: Option<String>,
     pub policy: DeliveryPolicy,
@@ -229,6 +232,7 @@ impl Destination {
             kind: self.kind,
             enabled: self.enabled,
             forms: self.forms.clone(),
+            sites: self.sites.clone(),
             timeout_ms: self.timeout_ms,
             auth: self.auth_summary.clone(),
             policy: self.policy.clone(),
@@ -236,9 +240,11 @@ impl Destination {
         }
     }
 
-    /// Whether a submission of `form` goes here.
-    pub fn wants(&self, form: &FormId) -> bool {
-        self.enabled && (self.forms.is_empty() || self.forms.contains(form))
+    /// Whether a submission of `form` from `site` goes here.
+    pub fn wants(&self, form: &FormId, site: &str) -> bool {
+        self.enabled
+            && (self.forms.is_empty() || self.forms.contains(form))
+            && (self.sites.is_empty() || self.sites.iter().any(|s| s.as_str() == site))
     }
 
     pub fn to_item(&self) -> HashMap<String, AttributeValue> {
@@ -261,6 +267,9 @@ impl Destination {
         if !self.forms.is_empty() {
             item.insert("forms".into(), AttributeValue::Ss(self.forms.iter().map(ToString::to_string).collect()));
         }
+        if !self.sites.is_empty() {
+            item.insert("sites".into(), AttributeValue::Ss(self.sites.iter().map(ToString::to_string).collect()));
+        }
         if let (Some(a), Some(s)) = (&self.auth_sealed, &self.auth_summary) {
             item.insert("auth_sealed".into(), AttributeValue::S(a.clone()));
             item.insert("auth_summary".into(), AttributeValue::S(s.clone()));
@@ -281,6 +290,12 @@ impl Destination {
             .map(|f| f.iter().filter_map(|f| FormId::parse(f).ok()).collect())
             .unwrap_or_default();
         forms.sort();
+        let mut sites: Vec<SiteDomain> = item
+            .get("sites")
+            .and_then(|v| v.as_ss().ok())
+            .map(|f| f.iter().filter_map(|f| SiteDomain::parse(f).ok()).collect())
+            .unwrap_or_default();
+        sites.sort();
         Some(Destination {
             tenant,
             id,
@@ -289,6 +304,7 @@ impl Destination {
             kind: DestinationKind::parse(&s("kind")?)?,
             enabled: *item.get("enabled")?.as_bool().ok()?,
             forms,
+            sites,
             timeout_ms: n("timeout_ms")?,
             secret_sealed: s("secret_sealed")?,
             auth_sealed: s("auth_sealed"),
@@ -345,6 +361,20 @@ impl DataStore {
         keyring: &Keyring,
         now: OffsetDateTime,
     ) -> Result<Vec<(Destination, SigningSecret)>, DestinationError> {
+        let targets: Vec<(TenantId, Vec<SiteDomain>)> = tenants.iter().map(|t| (t.clone(), Vec::new())).collect();
+        self.create_destinations_for(&targets, spec, keyring, now).await
+    }
+
+    /// Like `create_destinations`, each tenant's destination limited to the given sites (none:
+    /// all its sites). Agencies use it to add one endpoint to many sites at once.
+    pub async fn create_destinations_for(
+        &self,
+        targets: &[(TenantId, Vec<SiteDomain>)],
+        spec: &DestinationSpec,
+        keyring: &Keyring,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(Destination, SigningSecret)>, DestinationError> {
+        let tenants: Vec<&TenantId> = targets.iter().map(|(t, _)| t).collect();
         check_url(&spec.url)?;
         spec.policy.check()?;
         if tenants.is_empty() || tenants.len() > MAX_TENANTS_PER_CREATE {
@@ -352,8 +382,11 @@ impl DataStore {
         }
         let mut out = Vec::new();
         let mut items = Vec::new();
-        for t in tenants {
+        for (t, sites) in targets {
             let id = DestinationId::new();
+            let mut sites = sites.clone();
+            sites.sort();
+            sites.dedup();
             let owner = Destination::owner(t, &id);
             let secret = SigningSecret::generate();
             let (auth_sealed, auth_summary) = seal_auth(keyring, &owner, &spec.auth);
@@ -368,6 +401,7 @@ impl DataStore {
                 kind: spec.kind,
                 enabled: true,
                 forms,
+                sites,
                 timeout_ms: spec.timeout_ms,
                 secret_sealed: keyring.seal_secret(&secret, &owner),
                 auth_sealed,
@@ -525,6 +559,58 @@ mod tests {
         for bad in ["ftp://x.com", "https://", "not a url", "https://user:pw@x.com/", "javascript:alert(1)"] {
             assert!(check_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn filters_select_forms_and_sites() {
+        let mut d = Destination {
+            tenant: TenantId::parse("acme").unwrap(),
+            id: DestinationId::new(),
+            name: "n".into(),
+            url: "https://x.example.com/".into(),
+            kind: DestinationKind::Webhook,
+            enabled: true,
+            forms: vec![],
+            sites: vec![],
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            secret_sealed: String::new(),
+            auth_sealed: None,
+            auth_summary: None,
+            policy: DeliveryPolicy::default(),
+            created_at: String::new(),
+            version: 1,
+        };
+        let contact = FormId::parse("contact").unwrap();
+        assert!(d.wants(&contact, "a.example.com"));
+        d.sites = vec![SiteDomain::parse("a.example.com").unwrap()];
+        assert!(d.wants(&contact, "a.example.com"));
+        assert!(!d.wants(&contact, "b.example.com"));
+        d.forms = vec![FormId::parse("quote").unwrap()];
+        assert!(!d.wants(&contact, "a.example.com"));
+        d.forms.clear();
+        d.enabled = false;
+        assert!(!d.wants(&contact, "a.example.com"));
+        assert_eq!(
+            Destination::from_item(&{
+                let mut e = d.clone();
+                e.enabled = true;
+                e.to_item()
+            })
+            .unwrap()
+            .sites,
+            d.sites
+        );
+    }
+
+    #[test]
+    fn policies_are_checked() {
+        assert!(DeliveryPolicy::default().check().is_ok());
+        let bad = DeliveryPolicy { retry_schedule: vec![0], ..DeliveryPolicy::default() };
+        assert!(bad.check().is_err());
+        let bad = DeliveryPolicy { max_in_flight: 0, ..DeliveryPolicy::default() };
+        assert!(bad.check().is_err());
+        let bad = DeliveryPolicy { client_error_schedule: vec![5; 21], ..DeliveryPolicy::default() };
+        assert!(bad.check().is_err());
     }
 
     #[test]

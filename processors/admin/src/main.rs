@@ -187,8 +187,13 @@ impl AuthArgs {
 enum DestinationCommand {
     /// Create a destination for one or more tenants (each gets its own id and signing secret, printed once).
     Create {
-        #[arg(long = "tenant", required = true)]
+        /// A tenant to add the destination to; repeat for several.
+        #[arg(long = "tenant", required_unless_present = "sites")]
         tenants: Vec<TenantId>,
+        /// A site to add the destination to (its tenant gets the destination, limited to that
+        /// site's submissions); repeat for several. Combines with --tenant.
+        #[arg(long = "site")]
+        sites: Vec<SiteDomain>,
         #[arg(long)]
         url: String,
         #[arg(long, value_enum, default_value = "webhook")]
@@ -221,6 +226,12 @@ enum DestinationCommand {
         /// Deliver every form again.
         #[arg(long, conflicts_with = "forms")]
         all_forms: bool,
+        /// Only submissions from these sites of the tenant; repeat for several.
+        #[arg(long = "site")]
+        sites: Vec<SiteDomain>,
+        /// Deliver every site again.
+        #[arg(long, conflicts_with = "sites")]
+        all_sites: bool,
         #[arg(long, value_parser = clap::value_parser!(u64).range(1000..=30_000))]
         timeout_ms: Option<u64>,
         #[command(flatten)]
@@ -273,7 +284,7 @@ struct PolicyArgs {
     /// Delays before each retry after any other 4xx. Default `5s,1m,5m`.
     #[arg(long, value_parser = parse_schedule)]
     client_error_schedule: Option<ScheduleArg>,
-    /// Attempts in flight at once to this destination, per worker process (1-64, default 4).
+    /// Attempts in flight at once to this destination, per worker process (1-64, default 16).
     #[arg(long)]
     max_in_flight: Option<u32>,
 }
@@ -457,12 +468,25 @@ async fn destination_command(store: &DataStore, keyring: &KeyringArgs, cmd: Dest
         ds.iter().map(|d| serde_json::to_value(d.view()).unwrap_or(Value::Null)).collect()
     };
     Ok(match cmd {
-        DestinationCommand::Create { tenants, url, kind, name, forms, timeout_ms, auth, policy } => {
+        DestinationCommand::Create { tenants, sites, url, kind, name, forms, timeout_ms, auth, policy } => {
             let mut delivery_policy = DeliveryPolicy::default();
             policy.apply(&mut delivery_policy);
             let keyring = keyring.load()?;
             for t in &tenants {
                 profile(store, t).await?;
+            }
+            // Whole tenants first, then each remaining site under its tenant.
+            let mut targets: Vec<(TenantId, Vec<SiteDomain>)> = tenants.iter().map(|t| (t.clone(), vec![])).collect();
+            let found = store.get_sites(&sites).await?;
+            for domain in &sites {
+                let Some(site) = found.iter().find(|s| &s.domain == domain) else {
+                    bail!("--site {domain}: no such site")
+                };
+                match targets.iter_mut().find(|(t, _)| *t == site.tenant) {
+                    Some((_, list)) if list.is_empty() && tenants.contains(&site.tenant) => {}
+                    Some((_, list)) => list.push(domain.clone()),
+                    None => targets.push((site.tenant.clone(), vec![domain.clone()])),
+                }
             }
             let spec = DestinationSpec {
                 name: name.unwrap_or_else(|| url.clone()),
@@ -476,16 +500,35 @@ async fn destination_command(store: &DataStore, keyring: &KeyringArgs, cmd: Dest
                 auth: auth.load()?,
                 policy: delivery_policy,
             };
-            let created = store.create_destinations(&tenants, &spec, &keyring, now).await?;
+            let created = store.create_destinations_for(&targets, &spec, &keyring, now).await?;
             let out: Vec<Value> = created
                 .iter()
                 .map(|(d, secret)| json!({ "destination": d.view(), "signing_secret": secret.expose() }))
                 .collect();
             json!({ "created": out, "note": "signing secrets are shown only now" })
         }
-        DestinationCommand::Update { tenant, id, url, name, forms, all_forms, timeout_ms, auth, no_auth, policy } => {
+        DestinationCommand::Update {
+            tenant,
+            id,
+            url,
+            name,
+            forms,
+            all_forms,
+            sites,
+            all_sites,
+            timeout_ms,
+            auth,
+            no_auth,
+            policy,
+        } => {
             let keyring = keyring.load()?;
             let new_auth = auth.load()?;
+            let found = store.get_sites(&sites).await?;
+            for domain in &sites {
+                if !found.iter().any(|s| &s.domain == domain && s.tenant == tenant) {
+                    bail!("--site {domain}: not a site of tenant {tenant}");
+                }
+            }
             let d = store
                 .update_destination(&tenant, &id, &keyring, now, "destination.updated", |d, k| {
                     if let Some(u) = url {
@@ -498,6 +541,11 @@ async fn destination_command(store: &DataStore, keyring: &KeyringArgs, cmd: Dest
                         d.forms.clear();
                     } else if !forms.is_empty() {
                         d.forms = forms;
+                    }
+                    if all_sites {
+                        d.sites.clear();
+                    } else if !sites.is_empty() {
+                        d.sites = sites;
                     }
                     if let Some(t) = timeout_ms {
                         d.timeout_ms = t;

@@ -269,9 +269,22 @@ impl Engine {
             Gate::Probe => true,
             Gate::Send => false,
         };
-        let Ok(_permit) = self.slot(&dest).try_acquire_owned() else {
-            metrics::counter!("delivery_deferred_total", "why" => "busy").increment(1);
-            return self.defer(m, now + jitter(self.settings.busy_defer).as_millis() as u64).await;
+        // A free slot of this destination, waiting for one at most `busy_defer`; after that the
+        // message goes back to the queue (for the destination's timeout) rather than holding a
+        // worker that others could use.
+        let slot = self.slot(&dest);
+        let _permit = match slot.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => match tokio::time::timeout(self.settings.busy_defer, slot.acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    metrics::counter!("delivery_deferred_total", "why" => "busy").increment(1);
+                    // Its slots are held by slow attempts: come back when one of them must be over.
+                    let wait = self.settings.busy_defer.max(Duration::from_millis(dest.timeout_ms));
+                    let due = now_ms() + jitter(wait).as_millis() as u64;
+                    return self.defer(m, due).await;
+                }
+            },
         };
 
         // Sign and send.
@@ -489,6 +502,7 @@ impl Engine {
         shard: u16,
         submission: formbridge_shared::SubmissionId,
         form_id: &str,
+        site: &str,
         expires_at: i64,
     ) -> Result<Vec<(DeliveryRecord, DeliveryMessage)>, EngineError> {
         let form = formbridge_shared::FormId::parse(form_id).ok();
@@ -496,7 +510,7 @@ impl Engine {
         let dests = self.destinations(tenant).await?;
         Ok(dests
             .iter()
-            .filter(|d| form.as_ref().is_some_and(|f| d.wants(f)))
+            .filter(|d| form.as_ref().is_some_and(|f| d.wants(f, site)))
             .map(|d| {
                 let rec = DeliveryRecord {
                     tenant: tenant.clone(),

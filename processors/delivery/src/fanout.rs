@@ -33,12 +33,13 @@ impl BatchProcessor for FanOut {
                 continue;
             };
             let form = new.get("form_id").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            let site = new.get("site").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
             let expires_at = new
                 .get(formbridge_shared::keys::TTL)
                 .and_then(|v| v.as_n().ok())
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            planned.extend(self.engine.fan_out(tenant, *shard, *id, &form, expires_at).await.map_err(failed)?);
+            planned.extend(self.engine.fan_out(tenant, *shard, *id, &form, &site, expires_at).await.map_err(failed)?);
         }
         if planned.is_empty() {
             return Ok(());

@@ -79,8 +79,8 @@ async fn destinations_keep_their_secrets_sealed_and_their_tenants_apart() {
     let view = serde_json::to_string(&listed[0].view()).unwrap();
     assert!(!view.contains("s3cret") && !view.contains(a_secret.expose()), "{view}");
     assert!(view.contains("headers(X-Api-Key)"));
-    assert!(listed[0].wants(&FormId::parse("contact").unwrap()));
-    assert!(!listed[0].wants(&FormId::parse("quote").unwrap()));
+    assert!(listed[0].wants(&FormId::parse("contact").unwrap(), "www.example.com"));
+    assert!(!listed[0].wants(&FormId::parse("quote").unwrap(), "www.example.com"));
 
     // Updates: URL, all forms, credentials removed.
     let d = store
@@ -91,7 +91,7 @@ async fn destinations_keep_their_secrets_sealed_and_their_tenants_apart() {
         })
         .await
         .unwrap();
-    assert!(d.wants(&FormId::parse("quote").unwrap()));
+    assert!(d.wants(&FormId::parse("quote").unwrap(), "www.example.com"));
     assert_eq!(store.get_destination(&ts[0], &a.id).await.unwrap().unwrap().auth(&keyring).unwrap(), None);
     let bad = store
         .update_destination(&ts[0], &a.id, &keyring, now, "destination.updated", |d, _| d.url = "ftp://x".into())

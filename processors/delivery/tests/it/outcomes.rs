@@ -24,6 +24,19 @@ async fn a_healthy_destination_gets_each_submission_once_signed() {
         })
         .await
         .unwrap();
+    // A destination limited to another site (and one to another form) gets none of them.
+    let other = Receiver::start(None, always(200)).await;
+    for (site, form) in [(Some("other.example.com"), None), (None, Some("quote"))] {
+        let (d, _) = stack.destination(&other.url, DeliveryPolicy::default(), 5_000).await;
+        stack
+            .store
+            .update_destination(stack.tenant(), &d.id, &stack.keyring, time::OffsetDateTime::now_utc(), "t", |d, _| {
+                d.sites = site.map(|s| formbridge_shared::SiteDomain::parse(s).unwrap()).into_iter().collect();
+                d.forms = form.map(|f| formbridge_shared::FormId::parse(f).unwrap()).into_iter().collect();
+            })
+            .await
+            .unwrap();
+    }
     let (stop, worker) = stack.start(stack.config());
     let ids = stack.submit(8).await;
     stack.wait_for(&ids, LIMIT, all_are(Status::Succeeded)).await;
@@ -34,6 +47,7 @@ async fn a_healthy_destination_gets_each_submission_once_signed() {
 
     let got = rx.received();
     assert_eq!(got.len(), 8, "each submission exactly once: {got:?}");
+    assert!(other.received().is_empty(), "site and form filters apply");
     assert!(got.iter().all(|r| r.verified), "every signature verifies with the destination's secret");
     assert!(got.iter().all(|r| r.authorization.as_deref() == Some("Bearer t0ken")), "credentials are sent");
     for id in &ids {

@@ -52,10 +52,25 @@ async fn a_hanging_destination_does_not_slow_a_healthy_one() {
     config.breaker_threshold = 1000;
     let (stop, worker) = stack.start(config);
 
-    // Baseline: the healthy destination alone.
+    // Baseline: beside a second, healthy destination of the same tenant (the same fan-out work).
+    let twin = Receiver::start(None, always(200)).await;
+    let (twin_dest, _) = stack.destination(&twin.url, fast_policy(&[1]), 5_000).await;
+    healthy_latencies(&stack, &healthy, 1).await; // warm up: leases taken, connections open
     let alone = healthy_latencies(&stack, &healthy, N).await;
+    stack
+        .store
+        .update_destination(
+            stack.tenant(),
+            &twin_dest.id,
+            &stack.keyring,
+            time::OffsetDateTime::now_utc(),
+            "t",
+            |d, _| d.enabled = false,
+        )
+        .await
+        .unwrap();
 
-    // Then a second destination of the same tenant that never answers (3 s timeout, 2 at a time).
+    // Then the second destination never answers (3 s timeout, 2 attempts at a time).
     let hang = Receiver::start(None, Arc::new(|_| (200, vec![], Duration::from_secs(600)))).await;
     let policy = DeliveryPolicy { max_in_flight: 2, ..fast_policy(&[30]) };
     stack.destination(&hang.url, policy, 3_000).await;
@@ -63,7 +78,7 @@ async fn a_hanging_destination_does_not_slow_a_healthy_one() {
     let hang_seen = hang.received().len();
 
     println!(
-        "healthy destination, {N} submissions each: alone p50 {:.3} s max {:.3} s; beside a hanging destination p50 {:.3} s max {:.3} s (ratio of p50s {:.2}); the hanging one had received {hang_seen} requests",
+        "healthy destination, {N} submissions each: beside a healthy one p50 {:.3} s max {:.3} s; beside a hanging destination p50 {:.3} s max {:.3} s (ratio of p50s {:.2}); the hanging one had received {hang_seen} requests",
         percentile(alone.clone(), 0.5),
         percentile(alone.clone(), 1.0),
         percentile(with_hang.clone(), 0.5),
