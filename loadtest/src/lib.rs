@@ -1,0 +1,8 @@
+//! `formbridge-loadtest`: traffic generation, load runs with a built-in receiver and a report,
+//! queue record/replay, and the cost model.
+
+pub mod cost;
+pub mod gen;
+pub mod queue_io;
+pub mod report;
+pub mod run;

@@ -1,0 +1,4 @@
+//! loadtest against the local engine (started by ./deploy/local/test.sh).
+
+mod record_replay;
+mod short_run;

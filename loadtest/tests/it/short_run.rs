@@ -1,0 +1,68 @@
+//! A short load run inside the test suite: a few hundred submissions straight onto the ingest
+//! queue, through the persister and the delivery worker (in this process), to the built-in
+//! receiver. Nothing may be lost, everything must be delivered, and the report file must parse.
+
+use formbridge_loadtest::run::{RunArgs, Target};
+use formbridge_shared::secrets::Keyring;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn a_short_run_loses_nothing_and_delivers_everything() {
+    let (aws, names, _) = formbridge_shared::testing::fresh_stack().await;
+    let keys = Keyring::generate_spec("lt1");
+    let keyring = Keyring::parse(&keys, "test").unwrap();
+    let stop = CancellationToken::new();
+
+    let persister = {
+        let (aws, names, stop) = (aws.clone(), names.clone(), stop.clone());
+        tokio::spawn(async move {
+            formbridge_persister::run(formbridge_persister::Config::for_resources(names), aws, stop).await.unwrap();
+        })
+    };
+    let delivery = {
+        let mut c = formbridge_delivery::Config::for_resources(names.clone(), &keys);
+        c.allow_loopback = true;
+        c.stream.idle_min_ms = 50;
+        c.stream.idle_max_ms = 200;
+        c.stream.take_ms = 300;
+        c.stream.discover_ms = 300;
+        let (aws, stop) = (aws.clone(), stop.clone());
+        tokio::spawn(async move { formbridge_delivery::run(c, aws, stop).await.unwrap() })
+    };
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("fb-lt-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let args = RunArgs {
+        target: Target::Queue,
+        ingest_url: String::new(),
+        rate: 100.0,
+        count: 300,
+        duration_s: 120,
+        tenants: 8,
+        sites_per_tenant: 2,
+        skew: 1.1,
+        shards: 4,
+        receiver: format!("127.0.0.1:{port}").parse().unwrap(),
+        settle_s: 120,
+        report: dir.join("report.json"),
+        seed: 3,
+    };
+    let report = formbridge_loadtest::run::run(&args, &aws, &names, &keyring).await.unwrap();
+    println!("{}", report.table());
+    stop.cancel();
+    persister.await.unwrap();
+    delivery.await.unwrap();
+
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&args.report).unwrap()).unwrap();
+    assert_eq!(v["sent"], 300);
+    assert_eq!(v["accepted"], 300);
+    assert_eq!(v["persisted"], 300, "{v:#}");
+    assert_eq!(v["delivered"], 300, "{v:#}");
+    assert_eq!(v["losses"]["accepted_not_persisted"], 0);
+    assert_eq!(v["losses"]["persisted_not_delivered"], 0);
+    assert_eq!(v["unverified_deliveries"], 0);
+    assert!(v["latency"]["ingest_to_delivered"]["p99_ms"].as_f64().unwrap() > 0.0);
+    assert!(v["storage"]["stored_pct_of_raw"].as_f64().unwrap() < 100.0);
+    assert!(v["cost"]["dollars_per_million"].as_f64().unwrap() > 0.0);
+}
