@@ -1,4 +1,4 @@
-//! Logging set-up shared by every process: `tracing` with JSON lines when stdout is not a
+//! Logging and metrics set-up shared by every process. Logging: `tracing` with JSON lines when stdout is not a
 //! terminal (so log shippers get structured fields), human-readable output otherwise.
 //! `RUST_LOG` filters as usual; the default is `info`.
 
@@ -15,4 +15,14 @@ pub fn init() {
     } else {
         builder.json().flatten_event(true).try_init()
     };
+}
+
+/// Serves Prometheus metrics on `addr` when set (the processes' `*_METRICS_ADDR` setting, named
+/// by `setting` in the error).
+pub fn serve_metrics(addr: Option<std::net::SocketAddr>, setting: &str) -> Result<(), String> {
+    let Some(addr) = addr else { return Ok(()) };
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| format!("cannot serve metrics on {setting}={addr}: {e}"))
 }

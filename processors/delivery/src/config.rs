@@ -1,7 +1,5 @@
 //! The delivery worker's settings: flags, each with an environment variable, validated at start.
 
-use std::time::Duration;
-
 use clap::Parser;
 use formbridge_shared::aws::{ConfigError, ResourceNames};
 use formbridge_shared::secrets::KeyringArgs;
@@ -73,12 +71,6 @@ impl Config {
 
     pub fn consumer(&self) -> ConsumerConfig {
         self.stream.consumer(&self.group)
-    }
-
-    pub fn cooldown(&self, trips: u32) -> Duration {
-        let base = u64::from(self.breaker_cooldown_s);
-        let s = base.saturating_mul(1u64 << trips.min(20)).min(u64::from(self.breaker_max_cooldown_s));
-        Duration::from_secs(s)
     }
 
     /// Defaults for `resources` (tests and embedding).

@@ -49,6 +49,8 @@ pub enum EngineError {
     Destination(DestinationId, String),
     #[error("stored submission is unreadable: {0}")]
     Submission(String),
+    #[error("cannot list the tenant's destinations: {0}")]
+    Destinations(String),
 }
 
 /// Settings the engine needs (a subset of `Config`).
@@ -147,15 +149,11 @@ impl Engine {
         self.destinations
             .try_get_with(tenant.clone(), self.load_destinations(tenant))
             .await
-            .map_err(|e| EngineError::Submission(e.to_string()))
+            .map_err(|e| EngineError::Destinations(e.to_string()))
     }
 
     async fn load_destinations(&self, tenant: &TenantId) -> Result<Arc<Vec<Destination>>, EngineError> {
-        let list = self
-            .store
-            .list_destinations(tenant)
-            .await
-            .map_err(|e| EngineError::Submission(format!("cannot list destinations: {e}")))?;
+        let list = self.store.list_destinations(tenant).await.map_err(|e| EngineError::Destinations(e.to_string()))?;
         Ok(Arc::new(list))
     }
 

@@ -1,4 +1,3 @@
-use anyhow::Context;
 use clap::Parser;
 use formbridge_persister::{run, Config};
 use formbridge_shared::{aws::AwsClients, shutdown, telemetry};
@@ -11,12 +10,7 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(2);
     }
     telemetry::init();
-    if let Some(addr) = config.metrics_addr {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()
-            .with_context(|| format!("cannot serve metrics on PERSISTER_METRICS_ADDR={addr}"))?;
-    }
+    telemetry::serve_metrics(config.metrics_addr, "PERSISTER_METRICS_ADDR").map_err(anyhow::Error::msg)?;
     let aws = AwsClients::from_env().await;
     let summary = run(config, aws, shutdown::on_signal()).await?;
     tracing::info!(?summary, "exiting");
