@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole local pipeline on the embedded engine: installs moto (first run), starts it on
 # 127.0.0.1, creates every AWS resource, creates a demo tenant, starts every process built so
-# far, sends a few demo submissions, and prints where to look. Ctrl-C stops everything cleanly.
+# far, sends a few demo submissions, runs a short gentle load (formbridge-loadtest, with its own
+# verifying receiver) and prints where to look. Ctrl-C stops everything cleanly.
 set -euo pipefail
 source "$(dirname "$0")/engine.sh"
 cd "$ROOT"
@@ -9,7 +10,13 @@ cd "$ROOT"
 PORT="${FORMBRIDGE_LOCAL_PORT:-4566}"
 INGEST_PORT="${FORMBRIDGE_INGEST_PORT:-8080}"
 RECEIVER_PORT="${FORMBRIDGE_RECEIVER_PORT:-9000}"
-for p in "$PORT" "$INGEST_PORT" "$RECEIVER_PORT"; do
+# The load run's own receiver, and the workers' metrics listeners (the load run reads their
+# AWS request counters).
+LOAD_RECEIVER_PORT=$((RECEIVER_PORT + 100))
+PERSISTER_METRICS=$((RECEIVER_PORT + 101))
+AGGREGATOR_METRICS=$((RECEIVER_PORT + 102))
+DELIVERY_METRICS=$((RECEIVER_PORT + 103))
+for p in "$PORT" "$INGEST_PORT" "$RECEIVER_PORT" "$LOAD_RECEIVER_PORT" "$PERSISTER_METRICS" "$AGGREGATOR_METRICS" "$DELIVERY_METRICS"; do
   if python3 -c "import socket,sys; s=socket.socket(); sys.exit(0 if s.connect_ex(('127.0.0.1',$p))==0 else 1)"; then
     echo "port $p is already in use (is another run.sh running?). Set FORMBRIDGE_LOCAL_PORT / FORMBRIDGE_INGEST_PORT / FORMBRIDGE_RECEIVER_PORT." >&2
     exit 1
@@ -64,14 +71,15 @@ DEST_ID="$(cat "$STATE/demo-destination.id")"
   --secret-file "$STATE/demo-destination.secret" --log "$STATE/receiver.log" >/dev/null 2>"$STATE/receiver.err" &
 PIDS+=($!)
 
-"$BIN/formbridge-persister" >"$STATE/persister.log" 2>&1 &
+PERSISTER_METRICS_ADDR="127.0.0.1:$PERSISTER_METRICS" "$BIN/formbridge-persister" >"$STATE/persister.log" 2>&1 &
 PIDS+=($!)
 "$BIN/formbridge-ingest" >"$STATE/ingest.log" 2>&1 &
 PIDS+=($!)
-"$BIN/formbridge-aggregator" >"$STATE/aggregator.log" 2>&1 &
+AGGREGATOR_METRICS_ADDR="127.0.0.1:$AGGREGATOR_METRICS" "$BIN/formbridge-aggregator" >"$STATE/aggregator.log" 2>&1 &
 PIDS+=($!)
 # Loopback destinations are refused unless allowed: this is a local demo.
-DELIVERY_ALLOW_LOOPBACK=true "$BIN/formbridge-delivery" >"$STATE/delivery.log" 2>&1 &
+DELIVERY_ALLOW_LOOPBACK=true DELIVERY_METRICS_ADDR="127.0.0.1:$DELIVERY_METRICS" \
+  "$BIN/formbridge-delivery" >"$STATE/delivery.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 50); do
   curl -fs "http://127.0.0.1:$INGEST_PORT/healthz" >/dev/null 2>&1 && break
@@ -80,6 +88,18 @@ done
 
 "$BIN/formbridge-admin" demo post --url "http://127.0.0.1:$INGEST_PORT" --secret-file "$STATE/demo-site.secret" --count 5 >/dev/null
 "$BIN/formbridge-admin" demo enqueue --tenant demo --count 15 >/dev/null
+
+# A short, gentle load through the real path (signed POSTs to ingest): 3 generated tenants with
+# Zipf-skewed volume, 150 submissions at 5/s, each delivered to the load run's own verifying
+# receiver; then the engine's ceiling (1 s) and the report. It runs in the background.
+rm -f "$STATE/loadtest-report.json"
+"$BIN/formbridge-loadtest" run --target http --ingest-url "http://127.0.0.1:$INGEST_PORT" \
+  --rate 5 --count 150 --duration-s 60 --tenants 3 --receiver "127.0.0.1:$LOAD_RECEIVER_PORT" \
+  --ceiling-s 1 --quiet --report "$STATE/loadtest-report.json" \
+  --metrics-url "http://127.0.0.1:$INGEST_PORT/metrics" --metrics-url "http://127.0.0.1:$PERSISTER_METRICS/metrics" \
+  --metrics-url "http://127.0.0.1:$AGGREGATOR_METRICS/metrics" --metrics-url "http://127.0.0.1:$DELIVERY_METRICS/metrics" \
+  >"$STATE/loadtest.log" 2>&1 &
+PIDS+=($!)
 
 cat >"$STATE/env" <<ENV
 export AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=$AWS_REGION AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
@@ -100,6 +120,10 @@ Form-Bridge is running locally.
              (verifies each delivery; one JSON line per delivery in $STATE/receiver.log; counts at /stats)
   tenant     demo (4 write shards), site demo.example.com (secret in $STATE/demo-site.secret)
   traffic    5 signed posts through ingest and 15 messages straight onto the queue were sent
+  load       a gentle load run is under way (150 signed posts at 5/s to 3 generated tenants, ~40 s):
+             progress and then its report table in $STATE/loadtest.log, JSON in $STATE/loadtest-report.json
+             (throughput, latency percentiles, losses, duplicates, storage, cost, engine ceiling, goals)
+  metrics    Prometheus: ingest :$INGEST_PORT/metrics, persister :$PERSISTER_METRICS, aggregator :$AGGREGATOR_METRICS, delivery :$DELIVERY_METRICS
 
 In another terminal:
   source $STATE/env
@@ -113,6 +137,9 @@ In another terminal:
   formbridge-admin metrics --tenant demo --granularity hour     # pre-aggregated counts, bytes, write units, per form
   formbridge-admin site show --domain demo.example.com           # site status (never its secret)
   formbridge-admin tenant show --id demo                         # shard history, retention
+  cat $STATE/loadtest.log                                         # the load run's report, once it is done
+  formbridge-admin metrics --tenant \$(python3 -c 'import json; print(json.load(open("$STATE/loadtest-report.json"))["tenants"][0])') --granularity hour
+                                                                  # the hot load tenant's metrics (after the load run)
   curl -s -XPOST http://127.0.0.1:$INGEST_PORT/v1/submissions -H 'content-type: application/json' -d '{}'   # a 401, as JSON
 
 Ctrl-C here stops everything.

@@ -1,8 +1,10 @@
 //! `formbridge-loadtest`: traffic generation, load runs with a built-in receiver and a report,
 //! queue record/replay, and the cost model.
 
+pub mod ceiling;
 pub mod cost;
 pub mod gen;
 pub mod queue_io;
+pub mod rate;
 pub mod report;
 pub mod run;

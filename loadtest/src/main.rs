@@ -21,8 +21,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// A load run: generated tenants, sites and destinations (pointing at the built-in
-    /// receiver), submissions at a fixed rate, then a report (table on stdout, JSON file).
-    /// Ingest (for --target http), the persister and the delivery worker must be running.
+    /// receiver), submissions at a fixed, ramping or closed-loop rate, the engine's own ceiling,
+    /// then a report (table on stdout, JSON file) with the goals met or missed. Ingest (for
+    /// --target http), the persister and the delivery worker must be running.
     Run(formbridge_loadtest::run::RunArgs),
     /// Record a queue's messages into a JSON Lines file.
     Record {

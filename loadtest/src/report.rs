@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::ceiling::Ceiling;
 use crate::cost::{self, Prices, Usage};
 use crate::run::Seen;
 
@@ -13,12 +14,18 @@ use crate::run::Seen;
 #[derive(Debug)]
 pub struct Observations {
     pub target: &'static str,
-    pub rate: f64,
+    /// The generated tenants (their data stays in the table for inspection).
+    pub tenants: Vec<String>,
+    pub rate: String,
     pub sent: usize,
     pub send_time: Duration,
     pub accepted: HashSet<String>,
     pub seen: Seen,
-    pub api_calls: BTreeMap<String, u64>,
+    /// AWS requests by `service:Operation` during the run, as counted by the SDK interceptor.
+    pub metered: BTreeMap<String, u64>,
+    /// Whether `metered` covers processes in this one (true) or scraped ones (false).
+    pub metered_in_process: bool,
+    pub ceiling: Option<Ceiling>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -33,7 +40,8 @@ pub struct Latency {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
     pub target: String,
-    pub rate_asked: f64,
+    pub tenants: Vec<String>,
+    pub rate_asked: String,
     pub sent: usize,
     pub accepted: usize,
     pub persisted: usize,
@@ -45,10 +53,71 @@ pub struct Report {
     pub unverified_deliveries: u64,
     pub storage: BTreeMap<String, f64>,
     pub cost: CostReport,
+    /// The engine's own ceiling measured in this run, if it was.
+    pub ceiling: Option<Ceiling>,
+    /// The pipeline's throughput as a share of the ceiling: persisted/s over BatchWriteItem
+    /// items/s, accepted/s over SendMessageBatch messages/s.
+    pub share_of_ceiling: BTreeMap<String, f64>,
+    pub goals: Vec<Goal>,
+}
+
+/// One of the baseline goals, with the measured value and by how much it is met or missed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Goal {
+    pub name: String,
+    pub goal: String,
+    pub limit: f64,
+    pub measured: Option<f64>,
+    pub met: Option<bool>,
+    /// "met, 1.8× margin" / "missed: 3.2× over the limit" / "not measured: why".
+    pub verdict: String,
+}
+
+impl Goal {
+    /// `at_least`: the measured value must reach `limit` (else it must stay at or under it).
+    fn new(name: &str, goal: &str, limit: f64, measured: Option<f64>, at_least: bool, why_missing: &str) -> Goal {
+        let (met, verdict) = match measured {
+            None => (None, format!("not measured: {why_missing}")),
+            Some(m) => {
+                let met = if at_least { m >= limit } else { m <= limit };
+                let factor = if at_least { limit / m.max(1e-12) } else { m / limit.max(1e-12) };
+                if met {
+                    (Some(true), format!("met, {:.2}x margin", 1.0 / factor.max(1e-12)))
+                } else if at_least {
+                    (Some(false), format!("missed: needs {factor:.2}x more"))
+                } else {
+                    (Some(false), format!("missed: {factor:.2}x the limit"))
+                }
+            }
+        };
+        Goal { name: name.into(), goal: goal.into(), limit, measured, met, verdict }
+    }
+}
+
+/// `aws_requests_total` counters in a Prometheus text page, by `service:Operation`.
+pub fn aws_request_counters(page: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(scrape) = prometheus_parse::Scrape::parse(page.lines().map(|l| Ok(l.to_owned()))) else {
+        return out;
+    };
+    for s in scrape.samples.into_iter().filter(|s| s.metric == "aws_requests_total") {
+        let v = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Untyped(v)
+            | prometheus_parse::Value::Gauge(v) => v,
+            _ => continue,
+        };
+        let (Some(svc), Some(op)) = (s.labels.get("service"), s.labels.get("operation")) else { continue };
+        *out.entry(format!("{svc}:{op}")).or_default() += v as u64;
+    }
+    out
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CostReport {
+    /// AWS requests by API counted during the run (see `Observations::metered`), per submission.
+    pub metered_requests_per_submission: BTreeMap<String, f64>,
+    pub metered_scope: String,
     /// Modelled from measured item sizes and the design's calls per submission (the local
     /// engine reports no consumed capacity): see loadtest/README.md.
     pub usage: Usage,
@@ -137,19 +206,67 @@ impl From<&Observations> for Report {
             "stored_pct_of_raw".into(),
             if s.raw_bytes > 0 { 100.0 * s.stored_bytes as f64 / s.raw_bytes as f64 } else { 0.0 },
         );
-        let mut usage = modelled_usage(&s.stored_sizes);
-        for (k, v) in &o.api_calls {
-            usage.count(&format!("loadtest {k}"), *v);
-        }
+        let usage = modelled_usage(&s.stored_sizes);
         let n = s.stored_sizes.len() as u64;
+        let metered_requests_per_submission =
+            o.metered.iter().map(|(k, v)| (k.clone(), *v as f64 / n.max(1) as f64)).collect();
         let avg_raw = s.raw_bytes.checked_div(n).unwrap_or(0);
         let naive = cost::naive(&vec![avg_raw + 200; n as usize]);
         let p = Prices::default();
         let ours = cost::per_million(&usage, &p, n);
         let theirs = cost::per_million(&naive, &p, n);
+        let ratio = if theirs > 0.0 { ours / theirs } else { 0.0 };
+        let mut share = BTreeMap::new();
+        if let Some(c) = &o.ceiling {
+            if c.batch_write_items_per_s > 0.0 {
+                share.insert("persisted_vs_batch_write".into(), throughput["persisted"] / c.batch_write_items_per_s);
+            }
+            if c.send_message_batch_msgs_per_s > 0.0 {
+                share.insert(
+                    "accepted_vs_send_message_batch".into(),
+                    throughput["accepted"] / c.send_message_batch_msgs_per_s,
+                );
+            }
+        }
+        let p99 = lat["ingest_to_delivered"].p99_ms;
+        let goals = vec![
+            Goal::new(
+                "throughput_vs_ceiling",
+                "persisted/s at least 70% of the engine's raw BatchWriteItem items/s (run with --rate max)",
+                0.70,
+                share.get("persisted_vs_batch_write").copied(),
+                true,
+                "no ceiling measured (--ceiling-s 0)",
+            ),
+            Goal::new(
+                "p99_ingest_to_delivered_ms",
+                "p99 send -> delivered under 2,000 ms at half the ceiling's rate (run with --rate 50%)",
+                2000.0,
+                (!delivered.is_empty()).then_some(p99),
+                false,
+                "nothing delivered",
+            ),
+            Goal::new(
+                "stored_pct_of_raw",
+                "stored bytes at most 30% of raw on the text-heavy mix",
+                30.0,
+                (s.raw_bytes > 0).then(|| 100.0 * s.stored_bytes as f64 / s.raw_bytes as f64),
+                false,
+                "nothing persisted",
+            ),
+            Goal::new(
+                "cost_ratio_to_naive",
+                "$ per million submissions (one webhook destination) at most 1/4 of the naive design's",
+                0.25,
+                (n > 0).then_some(ratio),
+                false,
+                "nothing persisted",
+            ),
+        ];
         Report {
             target: o.target.into(),
-            rate_asked: o.rate,
+            tenants: o.tenants.clone(),
+            rate_asked: o.rate.clone(),
             sent: o.sent,
             accepted: o.accepted.len(),
             persisted: persisted.len(),
@@ -161,11 +278,20 @@ impl From<&Observations> for Report {
             unverified_deliveries: s.unverified,
             storage,
             cost: CostReport {
+                metered_requests_per_submission,
+                metered_scope: if o.metered_in_process {
+                    "requests made by this process (the run and any pipeline stage running inside it)".into()
+                } else {
+                    "requests counted by the processes at --metrics-url, over the run".into()
+                },
                 usage,
                 dollars_per_million: ours,
                 naive_dollars_per_million: theirs,
-                ratio_to_naive: if theirs > 0.0 { ours / theirs } else { 0.0 },
+                ratio_to_naive: ratio,
             },
+            ceiling: o.ceiling.clone(),
+            share_of_ceiling: share,
+            goals,
         }
     }
 }
@@ -175,7 +301,7 @@ impl Report {
     pub fn table(&self) -> String {
         let mut t = String::new();
         let line = |t: &mut String, k: &str, v: String| t.push_str(&format!("  {k:<34} {v}\n"));
-        t.push_str(&format!("Form-Bridge load run ({} target, {} /s asked)\n", self.target, self.rate_asked));
+        t.push_str(&format!("Form-Bridge load run ({} target, rate {} asked)\n", self.target, self.rate_asked));
         line(&mut t, "sent / accepted", format!("{} / {}", self.sent, self.accepted));
         line(&mut t, "persisted / delivered", format!("{} / {}", self.persisted, self.delivered));
         for (k, v) in &self.throughput_per_s {
@@ -208,6 +334,35 @@ impl Report {
                 self.cost.dollars_per_million, self.cost.naive_dollars_per_million, self.cost.ratio_to_naive
             ),
         );
+        if !self.cost.metered_requests_per_submission.is_empty() {
+            t.push_str("  AWS requests per submission (metered)\n");
+            for (k, v) in &self.cost.metered_requests_per_submission {
+                line(&mut t, &format!("  {k}"), format!("{v:.3}"));
+            }
+        }
+        if let Some(c) = &self.ceiling {
+            line(
+                &mut t,
+                "engine ceiling: BatchWriteItem",
+                format!(
+                    "{:.0} items/s ({:.0} B items, {} in flight)",
+                    c.batch_write_items_per_s, c.avg_item_bytes, c.concurrency
+                ),
+            );
+            line(
+                &mut t,
+                "engine ceiling: SendMessageBatch",
+                format!("{:.0} messages/s ({:.0} B messages)", c.send_message_batch_msgs_per_s, c.avg_message_bytes),
+            );
+        }
+        for (k, v) in &self.share_of_ceiling {
+            line(&mut t, &format!("share of ceiling: {k}"), format!("{:.1}%", 100.0 * v));
+        }
+        t.push_str("  goals\n");
+        for g in &self.goals {
+            let m = g.measured.map_or("-".into(), |m| format!("{m:.2}"));
+            line(&mut t, &format!("  {}", g.name), format!("{m} (limit {}): {}", g.limit, g.verdict));
+        }
         t
     }
 }
@@ -238,12 +393,24 @@ mod tests {
         seen.stored_bytes = 900;
         let obs = Observations {
             target: "queue",
-            rate: 10.0,
+            tenants: vec!["t-000".into()],
+            rate: "10".into(),
             sent: 4,
             send_time: Duration::from_secs(1),
             accepted: ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect(),
             seen,
-            api_calls: BTreeMap::new(),
+            metered: BTreeMap::from([("sqs:SendMessageBatch".to_owned(), 3)]),
+            metered_in_process: true,
+            ceiling: Some(Ceiling {
+                seconds: 1.0,
+                concurrency: 1,
+                batch_write_items_per_s: 30.0,
+                items_written: 30,
+                avg_item_bytes: 900.0,
+                send_message_batch_msgs_per_s: 40.0,
+                messages_sent: 40,
+                avg_message_bytes: 1200.0,
+            }),
         };
         let r = Report::from(&obs);
         assert_eq!((r.accepted, r.persisted, r.delivered), (4, 3, 2));
@@ -256,5 +423,38 @@ mod tests {
         assert!((d.max_ms - 500.0).abs() < 1.0, "{d:?}");
         assert!((r.latency["ingest_to_persisted"].max_ms - 200.0).abs() < 1.0);
         assert!(r.table().contains("lost: accepted_not_persisted"));
+        assert!((r.cost.metered_requests_per_submission["sqs:SendMessageBatch"] - 1.0).abs() < 1e-9);
+        // Persisted: 3 over 110 ms; the ceiling 30 items/s.
+        let persisted_rate = 3.0 / 0.11;
+        assert!((r.share_of_ceiling["persisted_vs_batch_write"] - persisted_rate / 30.0).abs() < 1e-6);
+        let g: BTreeMap<&str, &Goal> = r.goals.iter().map(|g| (g.name.as_str(), g)).collect();
+        assert_eq!(g["throughput_vs_ceiling"].met, Some(true));
+        assert_eq!(g["p99_ingest_to_delivered_ms"].met, Some(true));
+        assert_eq!(g["stored_pct_of_raw"].met, Some(true), "exactly 30% is within the limit");
+        assert!(g["cost_ratio_to_naive"].measured.is_some());
+    }
+
+    #[test]
+    fn a_goal_says_by_how_much_it_is_missed_or_met() {
+        let g = Goal::new("t", "", 0.7, Some(0.35), true, "");
+        assert_eq!((g.met, g.verdict.as_str()), (Some(false), "missed: needs 2.00x more"));
+        let g = Goal::new("c", "", 0.25, Some(0.75), false, "");
+        assert_eq!((g.met, g.verdict.as_str()), (Some(false), "missed: 3.00x the limit"));
+        let g = Goal::new("l", "", 2000.0, Some(500.0), false, "");
+        assert_eq!((g.met, g.verdict.as_str()), (Some(true), "met, 4.00x margin"));
+        let g = Goal::new("n", "", 1.0, None, true, "no ceiling");
+        assert_eq!((g.met, g.verdict.as_str()), (None, "not measured: no ceiling"));
+    }
+
+    #[test]
+    fn request_counters_are_read_from_a_prometheus_page() {
+        let page = "# TYPE aws_requests_total counter\n\
+            aws_requests_total{service=\"sqs\",operation=\"SendMessageBatch\"} 12\n\
+            aws_requests_total{operation=\"BatchWriteItem\",service=\"dynamodb\"} 3\n\
+            other_total{service=\"sqs\",operation=\"X\"} 9\n";
+        let c = aws_request_counters(page);
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!(c["sqs:SendMessageBatch"], 12);
+        assert_eq!(c["dynamodb:BatchWriteItem"], 3);
     }
 }

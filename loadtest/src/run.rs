@@ -3,7 +3,7 @@
 //! ingest queue at a fixed rate, watch them arrive in the table (a consumer group of our own on
 //! the table's stream) and at the receiver, and report.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +22,8 @@ use formbridge_shared::{FormId, SiteDomain, SubmissionId, TenantId};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::gen::Traffic;
+use crate::gen::{Generated, Traffic};
+use crate::rate::{RateSpec, Schedule};
 use crate::report::{Observations, Report};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,15 +41,23 @@ pub struct RunArgs {
     /// The ingest endpoint, for `--target http`.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub ingest_url: String,
-    /// Submissions per second.
-    #[arg(long, default_value_t = 20.0)]
-    pub rate: f64,
+    /// Submissions per second: `20` (fixed), `10..200` (a linear ramp over --duration-s), `50%`
+    /// (of the engine's BatchWriteItem ceiling, measured first) or `max` (as fast as the pipeline
+    /// holds up: sends while fewer than --max-backlog submissions wait to be persisted).
+    #[arg(long, default_value = "20")]
+    pub rate: RateSpec,
     /// Stop after this many submissions...
     #[arg(long, default_value_t = 200)]
     pub count: usize,
     /// ...or after this many seconds, whichever comes first.
     #[arg(long, default_value_t = 60)]
     pub duration_s: u64,
+    /// For `--rate max`: accepted-but-not-yet-persisted submissions allowed at once.
+    #[arg(long, default_value_t = 300)]
+    pub max_backlog: usize,
+    /// Send calls in flight at once (each carries up to 10 submissions).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
     #[arg(long, default_value_t = 10)]
     pub tenants: usize,
     #[arg(long, default_value_t = 2)]
@@ -65,11 +74,82 @@ pub struct RunArgs {
     /// How long to wait, after the last send, for persistence and delivery.
     #[arg(long, default_value_t = 60)]
     pub settle_s: u64,
+    /// Seconds spent measuring each of the engine's ceilings (raw BatchWriteItem, raw
+    /// SendMessageBatch); 0 skips them. Measured after the load, or first for `--rate P%`.
+    #[arg(long, default_value_t = 3.0)]
+    pub ceiling_s: f64,
+    /// Calls in flight while measuring the ceilings.
+    #[arg(long, default_value_t = 4)]
+    pub ceiling_concurrency: usize,
+    /// Prometheus endpoints of the pipeline's processes (repeatable): their
+    /// `aws_requests_total` counters are read before and after the run, so the report meters
+    /// AWS requests by API. Processes running inside this one are metered without it.
+    #[arg(long = "metrics-url")]
+    pub metrics_urls: Vec<String>,
+    /// No progress bar (a line every 5 s instead).
+    #[arg(long)]
+    pub quiet: bool,
     /// Write the JSON report here.
     #[arg(long, default_value = "loadtest-report.json")]
     pub report: std::path::PathBuf,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+impl RunArgs {
+    /// The settings of a small run against `receiver`, for tests and the demo.
+    pub fn small(receiver: SocketAddr, report: std::path::PathBuf) -> RunArgs {
+        RunArgs {
+            target: Target::Queue,
+            ingest_url: "http://127.0.0.1:8080".into(),
+            rate: RateSpec::Fixed(20.0),
+            count: 200,
+            duration_s: 60,
+            max_backlog: 300,
+            concurrency: 16,
+            tenants: 10,
+            sites_per_tenant: 2,
+            skew: 1.1,
+            shards: 4,
+            receiver,
+            settle_s: 60,
+            ceiling_s: 3.0,
+            ceiling_concurrency: 4,
+            metrics_urls: vec![],
+            quiet: true,
+            report,
+            seed: 1,
+        }
+    }
+
+    fn validate(&self) -> Result<(), RunError> {
+        let bad = |k: &'static str, v: String| Err(RunError::Setting(k, v));
+        if self.tenants == 0 || self.tenants > 999 {
+            return bad("--tenants", format!("{} (1 to 999)", self.tenants));
+        }
+        if self.count == 0 {
+            return bad("--count", "0 (at least 1)".into());
+        }
+        if self.duration_s == 0 {
+            return bad("--duration-s", "0 (at least 1)".into());
+        }
+        if self.concurrency == 0 || self.concurrency > 1024 {
+            return bad("--concurrency", format!("{} (1 to 1024)", self.concurrency));
+        }
+        if self.max_backlog < 10 {
+            return bad("--max-backlog", format!("{} (at least 10)", self.max_backlog));
+        }
+        if !(self.ceiling_s >= 0.0 && self.ceiling_s <= 600.0) {
+            return bad("--ceiling-s", format!("{} (0 to 600)", self.ceiling_s));
+        }
+        if matches!(self.rate, RateSpec::OfCeiling(_)) && self.ceiling_s == 0.0 {
+            return bad("--rate", format!("{} needs the ceiling measured (--ceiling-s > 0)", self.rate));
+        }
+        if !(self.skew >= 0.0 && self.skew.is_finite()) {
+            return bad("--skew", self.skew.to_string());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +162,8 @@ pub enum RunError {
     Stream(#[from] stream::ShardError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("measuring the engine's ceiling: {0}")]
+    Ceiling(#[from] crate::ceiling::CeilingError),
 }
 
 /// What the generated tenants need at send time.
@@ -144,6 +226,10 @@ pub struct Seen {
     pub delivered: HashMap<String, Instant>,
     pub webhook_ids: HashMap<String, u64>,
     pub unverified: u64,
+    /// Submissions the target refused (HTTP non-2xx, SQS batch failures, transport errors).
+    pub rejected: u64,
+    /// Ceiling items seen on the stream (to wait until consumers are past them).
+    pub ceiling_items_seen: u64,
     pub raw_bytes: u64,
     pub stored_bytes: u64,
     pub stored_sizes: Vec<u64>,
@@ -152,6 +238,7 @@ pub struct Seen {
 /// Our own consumer group on the table's stream: notes when each submission was persisted.
 struct Tracker {
     prefix: String,
+    ceiling_pk: String,
     seen: Arc<Mutex<Seen>>,
 }
 
@@ -166,6 +253,11 @@ impl BatchProcessor for Tracker {
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         for r in records {
+            let pk = r.new.as_ref().and_then(|n| n.get(formbridge_shared::keys::PK)).and_then(|v| v.as_s().ok());
+            if r.kind == ChangeKind::Insert && pk.is_some_and(|pk| pk.starts_with(&self.ceiling_pk)) {
+                seen.ceiling_items_seen += 1;
+                continue;
+            }
             let (Entity::Submission { tenant, id, .. }, ChangeKind::Insert, Some(new)) = (&r.entity, r.kind, &r.new)
             else {
                 continue;
@@ -221,22 +313,194 @@ async fn receiver(
     let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
 }
 
+/// What sends one batch: straight onto the ingest queue, or as signed POSTs to ingest.
+struct Sender {
+    target: Target,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    http: reqwest::Client,
+    ingest_url: String,
+    pop: Population,
+    shards: u16,
+    seen: Arc<Mutex<Seen>>,
+}
+
+/// The queue message ingest would build for a generated submission.
+pub fn queue_message(g: &Generated, tenant: &TenantId, shards: u16, now: time::OffsetDateTime) -> Option<QueueMessage> {
+    let Value::Object(payload) = g.payload.clone() else { return None };
+    Some(QueueMessage {
+        v: 1,
+        submission_id: SubmissionId::new(),
+        tenant_id: tenant.clone(),
+        site: SiteDomain::parse(&g.site).ok()?,
+        form_id: FormId::parse(g.form.id()).ok()?,
+        received_at: now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        shard_count: shards,
+        expires_at: now.unix_timestamp() + 30 * 86_400,
+        payload,
+    })
+}
+
+impl Sender {
+    /// Sends one batch (≤ 10) and notes each accepted submission with the instant the send began.
+    async fn send(&self, batch: Vec<Generated>) {
+        let now = time::OffsetDateTime::now_utc();
+        let accepted: Vec<(String, Instant)> = match self.target {
+            Target::Queue => self.to_queue(&batch, now).await,
+            Target::Http => self.to_ingest(&batch, now).await,
+        };
+        let mut s = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        s.rejected += (batch.len() - accepted.len()) as u64;
+        for (id, t) in accepted {
+            s.sent.insert(id, t);
+        }
+    }
+
+    async fn to_queue(&self, batch: &[Generated], now: time::OffsetDateTime) -> Vec<(String, Instant)> {
+        let mut entries = Vec::new();
+        let mut ids = Vec::new();
+        for (i, g) in batch.iter().enumerate() {
+            let Some(m) = queue_message(g, &self.pop.tenants[g.tenant], self.shards, now) else { continue };
+            ids.push(m.submission_id.to_string());
+            entries.push(
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(serde_json::to_string(&m).expect("serialises"))
+                    .build()
+                    .expect("set"),
+            );
+        }
+        let t = Instant::now();
+        match self.sqs.send_message_batch().queue_url(&self.queue_url).set_entries(Some(entries)).send().await {
+            Ok(out) => {
+                let failed: HashSet<String> = out.failed.iter().map(|f| f.id.clone()).collect();
+                ids.into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| !failed.contains(&i.to_string()))
+                    .map(|(_, id)| (id, t))
+                    .collect()
+            }
+            Err(e) => {
+                tracing::warn!(error = %aws_sdk_sqs::Error::from(e), "a batch was not accepted");
+                vec![]
+            }
+        }
+    }
+
+    async fn to_ingest(&self, batch: &[Generated], now: time::OffsetDateTime) -> Vec<(String, Instant)> {
+        let now_s = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let posts = batch.iter().map(|g| {
+            let secret = &self.pop.site_secrets[&g.site];
+            let body = serde_json::to_vec(&serde_json::json!({
+                "site": g.site, "form_id": g.form.id(), "submitted_at": now_s,
+                "fields": g.payload["fields"], "meta": g.payload["meta"],
+            }))
+            .expect("serialises");
+            let url = format!("{}/v1/submissions", self.ingest_url);
+            async move {
+                let wid = format!("msg_{}", ulid::Ulid::new());
+                let ts = time::OffsetDateTime::now_utc().unix_timestamp();
+                let sig = standardwebhooks::Webhook::new(secret).and_then(|w| w.sign(&wid, ts, &body)).ok()?;
+                let t = Instant::now();
+                let r = self
+                    .http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("webhook-id", &wid)
+                    .header("webhook-timestamp", ts.to_string())
+                    .header("webhook-signature", sig)
+                    .body(body)
+                    .send()
+                    .await
+                    .ok()?;
+                if !r.status().is_success() {
+                    tracing::warn!(status = %r.status(), "a submission was refused");
+                    return None;
+                }
+                let v: Value = r.json().await.ok()?;
+                Some((v["submission_id"].as_str()?.to_owned(), t))
+            }
+        });
+        futures::future::join_all(posts).await.into_iter().flatten().collect()
+    }
+}
+
+/// Progress: a bar on a terminal, a line every 5 s otherwise.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    lines: bool,
+    last_line: Instant,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(count: usize, quiet: bool) -> Self {
+        use std::io::IsTerminal;
+        let lines = quiet || !std::io::stderr().is_terminal();
+        let bar = if lines { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(count as u64) };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} sent  {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        Progress { bar, lines, last_line: Instant::now(), started: Instant::now() }
+    }
+
+    fn update(&mut self, phase: &str, seen: &Seen) {
+        let msg = format!(
+            "{phase}: accepted {}  persisted {}  delivered {}",
+            seen.sent.len(),
+            seen.persisted.len(),
+            seen.delivered.len()
+        );
+        self.bar.set_position((seen.sent.len() as u64 + seen.rejected).min(self.bar.length().unwrap_or(u64::MAX)));
+        if self.lines && self.last_line.elapsed() >= Duration::from_secs(5) {
+            self.last_line = Instant::now();
+            eprintln!("[{:>6.1} s] {msg}", self.started.elapsed().as_secs_f64());
+        }
+        self.bar.set_message(msg);
+    }
+}
+
+/// Reads the `aws_requests_total` counters of each Prometheus endpoint, summed by
+/// `service:Operation`.
+async fn scrape(http: &reqwest::Client, urls: &[String]) -> BTreeMap<String, u64> {
+    let mut total = BTreeMap::new();
+    for url in urls {
+        let Ok(text) = async { http.get(url).send().await?.error_for_status()?.text().await }.await else {
+            tracing::warn!(%url, "cannot read metrics");
+            continue;
+        };
+        for (k, v) in crate::report::aws_request_counters(&text) {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    total
+}
+
+fn diff(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v.saturating_sub(before.get(k).copied().unwrap_or(0))))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
+    seen.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs a load test against the stack named by `names`; the processes (ingest for `--target
-/// http`, persister, delivery) must be running.
+/// http`, persister, delivery) must be running, here or elsewhere.
 pub async fn run(
     args: &RunArgs,
     aws: &AwsClients,
     names: &ResourceNames,
     keyring: &Keyring,
 ) -> Result<Report, RunError> {
-    if !(args.rate > 0.0 && args.rate.is_finite()) {
-        return Err(RunError::Setting("--rate", args.rate.to_string()));
-    }
-    if args.tenants == 0 || args.tenants > 999 {
-        return Err(RunError::Setting("--tenants", args.tenants.to_string()));
-    }
+    args.validate()?;
     let prefix = format!("lt{}", &ulid::Ulid::new().to_string().to_lowercase()[20..]);
-    let mut traffic = Traffic::new(&prefix, args.tenants, args.sites_per_tenant.max(1), args.skew.max(0.0), args.seed);
+    let mut traffic = Traffic::new(&prefix, args.tenants, args.sites_per_tenant.max(1), args.skew, args.seed);
     let store = DataStore::new(aws.dynamodb.clone(), names.table.clone());
     let pop = setup(&store, keyring, &traffic, args.shards, args.receiver).await?;
     let seen: Arc<Mutex<Seen>> = Arc::default();
@@ -255,8 +519,54 @@ pub async fn run(
     consumer.idle_max = Duration::from_millis(200);
     consumer.take_every = Duration::from_millis(500);
     consumer.discover_every = Duration::from_secs(2);
-    let tracker = Arc::new(Tracker { prefix: prefix.clone(), seen: seen.clone() });
+    let ceiling_pk = format!("{}{prefix}#", crate::ceiling::PK_PREFIX);
+    let tracker = Arc::new(Tracker { prefix: prefix.clone(), ceiling_pk, seen: seen.clone() });
     let track = tokio::spawn(stream::run(streams, leases, tracker, consumer, stream::Alarms::default(), stop.clone()));
+
+    // A sample of the run's traffic, for the ceiling: the items the persister would store and
+    // the messages ingest would send.
+    let tenants = pop.tenants.clone();
+    let measure_ceiling = || async {
+        let mut sample = Traffic::new(&prefix, args.tenants, args.sites_per_tenant.max(1), args.skew, args.seed + 1);
+        let codec = formbridge_shared::codec::PayloadCodec::default();
+        let now = time::OffsetDateTime::now_utc();
+        let (mut sizes, mut bodies) = (vec![], vec![]);
+        for _ in 0..200 {
+            let g = sample.next("2026-01-01T00:00:00Z");
+            let Some(m) = queue_message(&g, &tenants[g.tenant], args.shards, now) else { continue };
+            let body = serde_json::to_string(&m).expect("serialises");
+            if let Ok(sub) = formbridge_shared::submission::Submission::from_message_body(&body) {
+                sizes.push(formbridge_shared::capacity::item_size(&sub.to_item(&codec)));
+            }
+            bodies.push(body);
+        }
+        crate::ceiling::measure(aws, &names.table, &prefix, &sizes, &bodies, args.ceiling_s, args.ceiling_concurrency)
+            .await
+    };
+    let mut ceiling = None;
+    if let RateSpec::OfCeiling(_) = args.rate {
+        eprintln!("measuring the engine's ceiling ({} s each)...", args.ceiling_s);
+        let c = measure_ceiling().await?;
+        // The stream's consumers read past the ceiling's items before the load begins.
+        let until = Instant::now() + Duration::from_secs(120);
+        while lock(&seen).ceiling_items_seen < c.items_written && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        ceiling = Some(c);
+    }
+    let schedule = match args.rate {
+        RateSpec::Fixed(r) => Some(Schedule::fixed(r, Duration::from_secs(args.duration_s))),
+        RateSpec::Ramp { from, to } => Some(Schedule { from, to, duration: Duration::from_secs(args.duration_s) }),
+        RateSpec::OfCeiling(p) => {
+            let r = p * ceiling.as_ref().map_or(0.0, |c| c.batch_write_items_per_s);
+            if r <= 0.0 {
+                return Err(RunError::Setting("--rate", format!("{} of a ceiling of 0", args.rate)));
+            }
+            Some(Schedule::fixed(r, Duration::from_secs(args.duration_s)))
+        }
+        RateSpec::Max => None,
+    };
 
     let queue_url = aws
         .sqs
@@ -268,123 +578,62 @@ pub async fn run(
         .queue_url
         .unwrap_or_default();
     let http = reqwest::Client::new();
+    let metered_before = (formbridge_shared::aws::request_counts(), scrape(&http, &args.metrics_urls).await);
+    let sender = Arc::new(Sender {
+        target: args.target,
+        sqs: aws.sqs.clone(),
+        queue_url,
+        http: http.clone(),
+        ingest_url: args.ingest_url.clone(),
+        pop,
+        shards: args.shards,
+        seen: seen.clone(),
+    });
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut progress = Progress::new(args.count, args.quiet);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration_s);
-    let interval = Duration::from_secs_f64(1.0 / args.rate);
-    let mut sent = 0usize;
-    let mut accepted_ids: HashSet<String> = HashSet::new();
-    let mut api_calls: HashMap<&'static str, u64> = HashMap::new();
-    let mut progress = Instant::now();
-    while sent < args.count && Instant::now() < deadline {
-        // Everything due by now goes out together (up to 10 per SendMessageBatch).
-        let due = ((started.elapsed().as_secs_f64() / interval.as_secs_f64()) as usize + 1).min(args.count) - sent;
-        let n = due.clamp(1, 10);
-        let now = time::OffsetDateTime::now_utc();
-        let now_s = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-        let batch: Vec<_> = (0..n).map(|_| traffic.next(&now_s)).collect();
-        match args.target {
-            Target::Queue => {
-                let mut entries = Vec::new();
-                let mut ids = Vec::new();
-                for (i, g) in batch.iter().enumerate() {
-                    let Value::Object(payload) = g.payload.clone() else { continue };
-                    let m = QueueMessage {
-                        v: 1,
-                        submission_id: SubmissionId::new(),
-                        tenant_id: pop.tenants[g.tenant].clone(),
-                        site: SiteDomain::parse(&g.site).expect("generated"),
-                        form_id: FormId::parse(g.form.id()).expect("generated"),
-                        received_at: now_s.clone(),
-                        shard_count: args.shards,
-                        expires_at: now.unix_timestamp() + 30 * 86_400,
-                        payload,
-                    };
-                    ids.push(m.submission_id.to_string());
-                    entries.push(
-                        SendMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .message_body(serde_json::to_string(&m).expect("serialises"))
-                            .build()
-                            .expect("set"),
-                    );
-                }
-                let t = Instant::now();
-                *api_calls.entry("sqs:SendMessageBatch").or_default() += 1;
-                match aws.sqs.send_message_batch().queue_url(&queue_url).set_entries(Some(entries)).send().await {
-                    Ok(out) => {
-                        let failed: HashSet<String> = out.failed.iter().map(|f| f.id.clone()).collect();
-                        let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
-                        for (i, id) in ids.into_iter().enumerate() {
-                            if !failed.contains(&i.to_string()) {
-                                s.sent.insert(id.clone(), t);
-                                accepted_ids.insert(id);
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %aws_sdk_sqs::Error::from(e), "a batch was not accepted"),
-                }
+    let mut dispatched = 0usize;
+    while dispatched < args.count && Instant::now() < deadline {
+        let want = match &schedule {
+            Some(s) => (s.due(started.elapsed()).ceil() as usize).min(args.count),
+            None => {
+                // Closed loop: keep at most --max-backlog submissions between send and persisted.
+                let s = lock(&seen);
+                let waiting = dispatched.saturating_sub(s.rejected as usize + s.persisted.len());
+                (dispatched + args.max_backlog.saturating_sub(waiting)).min(args.count)
             }
-            Target::Http => {
-                let posts = batch.iter().map(|g| {
-                    let site = g.site.clone();
-                    let secret = pop.site_secrets[&site].clone();
-                    let body = serde_json::to_vec(&serde_json::json!({
-                        "site": site, "form_id": g.form.id(), "submitted_at": now_s, "fields": g.payload["fields"], "meta": g.payload["meta"],
-                    }))
-                    .expect("serialises");
-                    let (http, url) = (http.clone(), format!("{}/v1/submissions", args.ingest_url));
-                    async move {
-                        let wid = format!("msg_{}", ulid::Ulid::new());
-                        let ts = time::OffsetDateTime::now_utc().unix_timestamp();
-                        let sig = standardwebhooks::Webhook::new(&secret).and_then(|w| w.sign(&wid, ts, &body)).ok()?;
-                        let t = Instant::now();
-                        let r = http
-                            .post(url)
-                            .header("content-type", "application/json")
-                            .header("webhook-id", &wid)
-                            .header("webhook-timestamp", ts.to_string())
-                            .header("webhook-signature", sig)
-                            .body(body)
-                            .send()
-                            .await
-                            .ok()?;
-                        if !r.status().is_success() {
-                            return None;
-                        }
-                        let v: Value = r.json().await.ok()?;
-                        Some((v["submission_id"].as_str()?.to_owned(), t))
-                    }
-                });
-                *api_calls.entry("http:POST /v1/submissions").or_default() += n as u64;
-                for (id, t) in futures::future::join_all(posts).await.into_iter().flatten() {
-                    seen.lock().unwrap_or_else(|e| e.into_inner()).sent.insert(id.clone(), t);
-                    accepted_ids.insert(id);
-                }
-            }
+        };
+        if want > dispatched {
+            let permit = slots.clone().acquire_owned().await.expect("never closed");
+            let now_s = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let n = (want - dispatched).min(10);
+            let batch: Vec<Generated> = (0..n).map(|_| traffic.next(&now_s)).collect();
+            let sender = sender.clone();
+            tasks.spawn(async move {
+                sender.send(batch).await;
+                drop(permit);
+            });
+            dispatched += n;
+        } else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        sent += n;
-        if progress.elapsed() > Duration::from_secs(5) {
-            progress = Instant::now();
-            let s = seen.lock().unwrap_or_else(|e| e.into_inner());
-            eprintln!(
-                "[{:>5.1} s] sent {sent}/{}  persisted {}  delivered {}",
-                started.elapsed().as_secs_f64(),
-                args.count,
-                s.persisted.len(),
-                s.delivered.len()
-            );
-        }
-        let next = started + interval.mul_f64(sent as f64);
-        tokio::time::sleep_until(next.into()).await;
+        while tasks.try_join_next().is_some() {}
+        progress.update("sending", &lock(&seen));
     }
+    while tasks.join_next().await.is_some() {}
     let send_time = started.elapsed();
 
     // Settle: wait for every accepted submission to be persisted and delivered.
     let settle_until = Instant::now() + Duration::from_secs(args.settle_s);
     loop {
         let done = {
-            let s = seen.lock().unwrap_or_else(|e| e.into_inner());
-            accepted_ids.iter().all(|id| s.persisted.contains_key(id) && s.delivered.contains_key(id))
+            let s = lock(&seen);
+            progress.update("settling", &s);
+            s.sent.keys().all(|id| s.persisted.contains_key(id) && s.delivered.contains_key(id))
         };
         if done || Instant::now() > settle_until {
             break;
@@ -393,22 +642,37 @@ pub async fn run(
     }
     // A moment for late duplicates to show.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    progress.bar.finish_and_clear();
+    let metered = {
+        let mut m = diff(&formbridge_shared::aws::request_counts(), &metered_before.0);
+        for (k, v) in diff(&scrape(&http, &args.metrics_urls).await, &metered_before.1) {
+            *m.entry(k).or_default() += v;
+        }
+        m
+    };
+    if ceiling.is_none() && args.ceiling_s > 0.0 {
+        eprintln!("measuring the engine's ceiling ({} s each)...", args.ceiling_s);
+        ceiling = Some(measure_ceiling().await?);
+    }
     stop.cancel();
     let _ = rx.await;
     let _ = track.await;
 
-    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
+    let seen = std::mem::take(&mut *lock(&seen));
     let obs = Observations {
         target: match args.target {
             Target::Http => "http",
             Target::Queue => "queue",
         },
-        rate: args.rate,
-        sent,
+        tenants: traffic.tenants.iter().map(|t| t.id.clone()).collect(),
+        rate: args.rate.to_string(),
+        sent: dispatched,
         send_time,
-        accepted: accepted_ids,
+        accepted: seen.sent.keys().cloned().collect(),
         seen,
-        api_calls: api_calls.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        metered,
+        metered_in_process: args.metrics_urls.is_empty(),
+        ceiling,
     };
     let report = Report::from(&obs);
     std::fs::write(&args.report, serde_json::to_vec_pretty(&report).expect("serialises"))?;

@@ -5,8 +5,22 @@
 //! Retry ownership: the SDK's standard retry mode (3 attempts, jittered) owns retrying failed
 //! *requests* (throttling, 5xx, timeouts). Our `backon` policies own only what the SDK treats as
 //! success: BatchWriteItem's `UnprocessedItems`. The two never wrap each other.
+//!
+//! Request metering: every client carries a [`RequestMeter`], so every request attempt any process
+//! sends is counted by service and operation (see [`request_counts`]). This module must never build
+//! a client without it: AWS bills per request, retries included, and an unmetered client would
+//! make the counts lie.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 
 /// Loads the SDK's standard configuration from the environment.
 pub async fn sdk_config() -> SdkConfig {
@@ -23,18 +37,91 @@ pub struct AwsClients {
 }
 
 impl AwsClients {
+    /// Builds every client from `config`, each with a [`RequestMeter`] for its service.
     pub fn new(config: &SdkConfig) -> Self {
+        use {
+            aws_sdk_dynamodb as ddb, aws_sdk_dynamodbstreams as streams, aws_sdk_eventbridge as eb, aws_sdk_sqs as sqs,
+        };
         Self {
-            dynamodb: aws_sdk_dynamodb::Client::new(config),
-            streams: aws_sdk_dynamodbstreams::Client::new(config),
-            sqs: aws_sdk_sqs::Client::new(config),
-            eventbridge: aws_sdk_eventbridge::Client::new(config),
+            dynamodb: ddb::Client::from_conf(
+                ddb::config::Builder::from(config).interceptor(RequestMeter::new("dynamodb")).build(),
+            ),
+            streams: streams::Client::from_conf(
+                streams::config::Builder::from(config).interceptor(RequestMeter::new("dynamodbstreams")).build(),
+            ),
+            sqs: sqs::Client::from_conf(
+                sqs::config::Builder::from(config).interceptor(RequestMeter::new("sqs")).build(),
+            ),
+            eventbridge: eb::Client::from_conf(
+                eb::config::Builder::from(config).interceptor(RequestMeter::new("eventbridge")).build(),
+            ),
         }
     }
 
     pub async fn from_env() -> Self {
         Self::new(&sdk_config().await)
     }
+}
+
+/// Every request attempt this process has sent, by `"service:Operation"` (e.g.
+/// `"dynamodb:BatchWriteItem"`, `"sqs:SendMessageBatch"`), since start-up. Retries count: each
+/// attempt is a billed request. Counts only grow, so an in-process load test diffs two snapshots.
+pub fn request_counts() -> BTreeMap<String, u64> {
+    REQUEST_TALLY.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// The process-wide tally behind [`request_counts`]. A plain lock is enough: it is held for one
+/// map update per request, and a request takes milliseconds.
+static REQUEST_TALLY: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+/// Counts each request attempt just before it goes on the wire (the SDK's `read_before_transmit`
+/// hook runs once per attempt, so retries are counted; an attempt that fails before sending, e.g.
+/// on signing, is not).
+///
+/// # Metric
+///
+/// `aws_requests_total` (counter): request attempts sent to AWS, labelled
+/// - `service`: `dynamodb`, `dynamodbstreams`, `sqs` or `eventbridge` (one per client in
+///   [`AwsClients`]);
+/// - `operation`: the API's name as AWS spells it, e.g. `BatchWriteItem`, `SendMessageBatch`,
+///   `GetRecords`, `PutEvents`.
+///
+/// Both label sets are closed (the SDKs' operations), so cardinality stays low. The same counts
+/// are readable in-process through [`request_counts`].
+#[derive(Debug, Clone, Copy)]
+pub struct RequestMeter {
+    service: &'static str,
+}
+
+impl RequestMeter {
+    /// A meter for one service's client; `service` becomes the `service` label.
+    pub fn new(service: &'static str) -> Self {
+        Self { service }
+    }
+}
+
+impl Intercept for RequestMeter {
+    fn name(&self) -> &'static str {
+        "RequestMeter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // Every generated operation stores its Metadata; "unknown" only guards a future SDK change.
+        let operation = cfg.load::<Metadata>().map_or("unknown", Metadata::name);
+        record_request(self.service, operation);
+        Ok(())
+    }
+}
+
+fn record_request(service: &'static str, operation: &str) {
+    metrics::counter!("aws_requests_total", "service" => service, "operation" => operation.to_owned()).increment(1);
+    let key = format!("{service}:{operation}");
+    *REQUEST_TALLY.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_insert(0) += 1;
 }
 
 /// Names of the AWS resources, shared by every process. Defaults are the production names;
@@ -161,5 +248,89 @@ mod tests {
         assert_eq!(bad.validate().unwrap_err().setting, "FORMBRIDGE_INGEST_QUEUE");
         let bad = ResourceNames { table: "x".into(), ..Default::default() };
         assert_eq!(bad.validate().unwrap_err().setting, "FORMBRIDGE_TABLE");
+    }
+
+    #[test]
+    fn a_request_is_exported_as_aws_requests_total() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            record_request("sqs", "MeterProbe");
+            record_request("sqs", "MeterProbe");
+        });
+        let text = handle.render();
+        assert!(text.contains(r#"aws_requests_total{service="sqs",operation="MeterProbe"} 2"#), "{text}");
+    }
+
+    /// Retries are billed, so each attempt must count. The engine can't be made to fail on demand,
+    /// so a stand-in endpoint answers every request with a 500, which the SDK's standard mode retries.
+    #[tokio::test]
+    async fn every_retry_attempt_is_counted() {
+        let (endpoint, served) = always_failing_endpoint().await;
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "test"))
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(3)
+                    .with_initial_backoff(std::time::Duration::from_millis(1)),
+            )
+            .load()
+            .await;
+        // An operation no other test in this binary sends, so the global tally's difference is ours.
+        let key = "sqs:ListQueues";
+        let before = request_counts().get(key).copied().unwrap_or(0);
+        let result = AwsClients::new(&config).sqs.list_queues().send().await;
+        assert!(result.is_err(), "the stand-in endpoint only fails");
+        let counted = request_counts().get(key).copied().unwrap_or(0) - before;
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 3, "the SDK should have tried 3 times");
+        assert_eq!(counted, 3, "every attempt the endpoint saw is counted");
+    }
+
+    /// An HTTP endpoint on 127.0.0.1 that reads each request whole and answers 500; returns its URL
+    /// and how many requests it has served.
+    async fn always_failing_endpoint() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::AsyncWriteExt;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let served = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = served.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                if read_request(&mut conn).await.is_ok() {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let reply = b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                    let _ = conn.write_all(reply).await;
+                }
+            }
+        });
+        (url, served)
+    }
+
+    /// Reads one request: the head, then `content-length` bytes of body.
+    async fn read_request(conn: &mut tokio::net::TcpStream) -> std::io::Result<()> {
+        use tokio::io::AsyncReadExt;
+
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+            let body_len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap_or(0));
+            if buf.len() >= head_end + 4 + body_len {
+                return Ok(());
+            }
+        }
     }
 }

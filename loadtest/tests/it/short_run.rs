@@ -2,7 +2,8 @@
 //! queue, through the persister and the delivery worker (in this process), to the built-in
 //! receiver. Nothing may be lost, everything must be delivered, and the report file must parse.
 
-use formbridge_loadtest::run::{RunArgs, Target};
+use formbridge_loadtest::rate::RateSpec;
+use formbridge_loadtest::run::RunArgs;
 use formbridge_shared::secrets::Keyring;
 use tokio_util::sync::CancellationToken;
 
@@ -33,21 +34,14 @@ async fn a_short_run_loses_nothing_and_delivers_everything() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = std::env::temp_dir().join(format!("fb-lt-{}", ulid::Ulid::new()));
     std::fs::create_dir_all(&dir).unwrap();
-    let args = RunArgs {
-        target: Target::Queue,
-        ingest_url: String::new(),
-        rate: 100.0,
-        count: 300,
-        duration_s: 120,
-        tenants: 8,
-        sites_per_tenant: 2,
-        skew: 1.1,
-        shards: 4,
-        receiver: format!("127.0.0.1:{port}").parse().unwrap(),
-        settle_s: 120,
-        report: dir.join("report.json"),
-        seed: 3,
-    };
+    let mut args = RunArgs::small(format!("127.0.0.1:{port}").parse().unwrap(), dir.join("report.json"));
+    args.rate = RateSpec::Fixed(100.0);
+    args.count = 300;
+    args.duration_s = 120;
+    args.tenants = 8;
+    args.settle_s = 120;
+    args.ceiling_s = 1.0;
+    args.seed = 3;
     let report = formbridge_loadtest::run::run(&args, &aws, &names, &keyring).await.unwrap();
     println!("{}", report.table());
     stop.cancel();
@@ -65,4 +59,16 @@ async fn a_short_run_loses_nothing_and_delivers_everything() {
     assert!(v["latency"]["ingest_to_delivered"]["p99_ms"].as_f64().unwrap() > 0.0);
     assert!(v["storage"]["stored_pct_of_raw"].as_f64().unwrap() < 100.0);
     assert!(v["cost"]["dollars_per_million"].as_f64().unwrap() > 0.0);
+    // Requests were metered in this process: the persister's writes and the delivery worker's
+    // queue sends at least.
+    let metered = &v["cost"]["metered_requests_per_submission"];
+    assert!(metered["dynamodb:BatchWriteItem"].as_f64().unwrap() > 0.0, "{metered:#}");
+    assert!(metered["sqs:ReceiveMessage"].as_f64().unwrap() > 0.0, "{metered:#}");
+    // The ceiling was measured on the same engine, and every goal has a verdict.
+    assert!(v["ceiling"]["batch_write_items_per_s"].as_f64().unwrap() > 0.0, "{v:#}");
+    assert!(v["ceiling"]["send_message_batch_msgs_per_s"].as_f64().unwrap() > 0.0, "{v:#}");
+    assert!(v["share_of_ceiling"]["persisted_vs_batch_write"].as_f64().unwrap() > 0.0);
+    let goals = v["goals"].as_array().unwrap();
+    assert_eq!(goals.len(), 4);
+    assert!(goals.iter().all(|g| g["met"].is_boolean()), "{goals:#?}");
 }

@@ -282,14 +282,7 @@ async fn accept(
     };
     let tenant = resolved.tenant.tenant_id.clone();
     let now_ms = u64::try_from(now).unwrap_or(0) * 1000;
-    // The official Standard Webhooks verifier, once per secret that is still valid; it accepts
-    // any one of several space-separated signatures and compares in constant time.
-    let verified = resolved
-        .verifiers
-        .iter()
-        .filter(|(_, expires)| expires.is_none_or(|e| e > now_ms))
-        .any(|(w, _)| w.verify(&body, headers).is_ok());
-    if !verified {
+    if !resolved.verifies(&body, headers, now_ms) {
         s.failures.record(Some(tenant), Some(site), AuthFailure::BadSignature, now);
         return Err(ApiError::invalid_signature());
     }

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::HeaderMap;
 use moka::future::Cache;
 use standardwebhooks::Webhook;
 
@@ -22,6 +23,18 @@ pub struct ResolvedSite {
     pub tenant: TenantProfile,
     /// Verifiers of the site's secrets with their expiry (epoch ms), newest first.
     pub verifiers: Vec<(Webhook, Option<u64>)>,
+}
+
+impl ResolvedSite {
+    /// Whether `body` is signed by one of the site's secrets still valid at `now_ms`, checked by
+    /// the official Standard Webhooks verifier (timestamp tolerance included), which accepts any
+    /// one of several space-separated signatures and compares in constant time.
+    pub fn verifies(&self, body: &[u8], headers: &HeaderMap, now_ms: u64) -> bool {
+        self.verifiers
+            .iter()
+            .filter(|(_, expires)| expires.is_none_or(|e| e > now_ms))
+            .any(|(w, _)| w.verify(body, headers).is_ok())
+    }
 }
 
 impl std::fmt::Debug for ResolvedSite {

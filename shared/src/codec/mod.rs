@@ -17,9 +17,9 @@ use std::io::{Read, Write};
 /// whole write unit and costs CPU on every read.
 pub const DEFAULT_THRESHOLD: usize = 1024;
 
-/// Brotli quality. Chosen by measurement (`cargo bench -p formbridge-persister`, see the README's
-/// Performance section): q5 saves within a few points of q6 on 1-4 KiB forms at about two thirds
-/// of its time, while q9+ is 20-50x slower for a few more points.
+/// Brotli quality. Chosen by measurement (`cargo bench -p formbridge-loadtest --bench persister`,
+/// figures in `loadtest/benches/RESULTS.md`): q5 saves within a few points of q6 on 1-4 KiB forms
+/// at about 80-85% of its time, while q9+ is 20-50x slower for a few more points.
 pub const DEFAULT_QUALITY: u32 = 5;
 
 /// Brotli window (log2). 2^18 = 256 KiB covers the largest payload we accept in one window; a

@@ -1,6 +1,7 @@
 //! Integration tests of the data layer: schema fixtures, and the bootstrap and store against the
 //! local engine (started by ./deploy/local/test.sh).
 
+mod aws_requests;
 mod destinations;
 mod schemas;
 mod stack;
