@@ -8,7 +8,7 @@ use std::time::Duration;
 /// `--rate`: `20` (fixed, per second), `10..200` (linear ramp over the run's duration), `50%`
 /// (a share of the engine's raw BatchWriteItem ceiling, measured at the start of the run), or
 /// `max` (as fast as the pipeline holds up: a new batch goes out only while fewer than
-/// `--max-backlog` accepted submissions wait to be persisted).
+/// `--max-backlog` sent submissions wait to be delivered).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RateSpec {
     Fixed(f64),

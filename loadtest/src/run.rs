@@ -43,7 +43,7 @@ pub struct RunArgs {
     pub ingest_url: String,
     /// Submissions per second: `20` (fixed), `10..200` (a linear ramp over --duration-s), `50%`
     /// (of the engine's BatchWriteItem ceiling, measured first) or `max` (as fast as the pipeline
-    /// holds up: sends while fewer than --max-backlog submissions wait to be persisted).
+    /// holds up: sends while fewer than --max-backlog submissions wait to be delivered).
     #[arg(long, default_value = "20")]
     pub rate: RateSpec,
     /// Stop after this many submissions...
@@ -52,7 +52,7 @@ pub struct RunArgs {
     /// ...or after this many seconds, whichever comes first.
     #[arg(long, default_value_t = 60)]
     pub duration_s: u64,
-    /// For `--rate max`: accepted-but-not-yet-persisted submissions allowed at once.
+    /// For `--rate max`: sent-but-not-yet-delivered submissions allowed at once.
     #[arg(long, default_value_t = 300)]
     pub max_backlog: usize,
     /// Send calls in flight at once (each carries up to 10 submissions).
@@ -599,9 +599,10 @@ pub async fn run(
         let want = match &schedule {
             Some(s) => (s.due(started.elapsed()).ceil() as usize).min(args.count),
             None => {
-                // Closed loop: keep at most --max-backlog submissions between send and persisted.
+                // Closed loop: keep at most --max-backlog submissions between send and delivered,
+                // so no stage of the pipeline builds up a backlog.
                 let s = lock(&seen);
-                let waiting = dispatched.saturating_sub(s.rejected as usize + s.persisted.len());
+                let waiting = dispatched.saturating_sub(s.rejected as usize + s.delivered.len());
                 (dispatched + args.max_backlog.saturating_sub(waiting)).min(args.count)
             }
         };

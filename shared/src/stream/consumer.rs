@@ -39,6 +39,10 @@ pub struct ConsumerConfig {
     pub idle_max: Duration,
     /// Leases stolen from busier workers per balancing round.
     pub max_steals: usize,
+    /// After a batch smaller than `batch_size`, wait this long before the next GetRecords, so
+    /// the next batch gathers more records: fewer GetRecords calls and fewer commits (each a
+    /// transaction for a processor with side effects), for up to this much added latency.
+    pub linger: Duration,
 }
 
 impl ConsumerConfig {
@@ -54,6 +58,7 @@ impl ConsumerConfig {
             idle_min: Duration::from_millis(250),
             idle_max: Duration::from_secs(2),
             max_steals: 1,
+            linger: Duration::ZERO,
         }
     }
 }
@@ -430,7 +435,12 @@ async fn read_shard<S: StreamShards, P: BatchProcessor>(
                 Err(e) => Err(e),
             };
             match handled {
-                Ok(()) => idle = c.idle_min,
+                Ok(()) => {
+                    idle = c.idle_min;
+                    if !c.linger.is_zero() && page.records.len() < c.batch_size.max(1) as usize && page.next.is_some() {
+                        pause(&cancel, c.linger).await;
+                    }
+                }
                 Err(ProcessError::LeaseLost) => {
                     tracing::warn!(shard, "lease lost while committing; stopping without checkpointing");
                     return ReaderEnd::Lost;

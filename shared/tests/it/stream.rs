@@ -21,6 +21,7 @@ struct Recorder {
     /// Workers that are "frozen": their processor never returns.
     frozen: Mutex<Vec<String>>,
     delay: Duration,
+    batches: std::sync::atomic::AtomicUsize,
 }
 
 impl BatchProcessor for Recorder {
@@ -30,6 +31,7 @@ impl BatchProcessor for Recorder {
             std::future::pending::<()>().await;
         }
         tokio::time::sleep(self.delay).await;
+        self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut log = self.log.lock().unwrap();
         for r in records {
             log.push((me.clone(), r.seq.clone()));
@@ -93,6 +95,29 @@ fn start(
     let token = CancellationToken::new();
     let h = tokio::spawn(run(stream.clone(), table.clone(), p.clone(), config, Alarms::default(), token.clone()));
     (token, h)
+}
+
+#[tokio::test]
+async fn lingering_gathers_a_trickle_of_records_into_few_batches() {
+    let stream = FakeStream::new();
+    stream.add_shard("only", None);
+    let table = leases().await;
+    let p = Arc::new(Recorder::default());
+    let mut config = fast("test", "w1");
+    config.batch_size = 1000;
+    config.linger = Duration::from_millis(800);
+    let (token, h) = start(&stream, &table, &p, config);
+    // 40 records, one every 50 ms: read at once, nearly every record would be its own batch.
+    for _ in 0..40 {
+        stream.push("only", change());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    until("all records", 30, || p.seqs().len() >= 40).await;
+    token.cancel();
+    h.await.unwrap();
+    let batches = p.batches.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(batches <= 10, "{batches} batches for 40 records with an 800 ms linger");
+    assert_eq!(p.seqs().len(), 40, "every record exactly once");
 }
 
 #[tokio::test]
