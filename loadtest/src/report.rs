@@ -151,8 +151,8 @@ fn rate(times: &[Instant], n: usize) -> f64 {
 /// The pipeline's usage per the design, for `n` submissions with these stored item sizes and one
 /// destination each: ingest SendMessageBatch (10 per call), persister receive and delete (10 per
 /// call) and BatchWriteItem, the delivery record, its attempt and update (3 writes), a consistent
-/// BatchGetItem of submission and record, one delivery-queue send, receive and delete, and the
-/// aggregator's metric writes (about 4 per 100 submissions when batches coalesce).
+/// BatchGetItem of submission and record, delivery-queue sends, receives and deletes (10 per
+/// call), and the aggregator's metric writes (about 4 per 100 submissions when batches coalesce).
 pub fn modelled_usage(stored_sizes: &[u64]) -> Usage {
     let n = stored_sizes.len() as u64;
     let per10 = n.div_ceil(10);
@@ -166,12 +166,12 @@ pub fn modelled_usage(stored_sizes: &[u64]) -> Usage {
     u.count("dynamodb:BatchGetItem (delivery)", n);
     u.count("sqs:SendMessageBatch (delivery)", per10);
     u.count("sqs:ReceiveMessage (delivery)", per10);
-    u.count("sqs:DeleteMessage (delivery)", n);
+    u.count("sqs:DeleteMessageBatch (delivery)", per10);
     let metric_writes = (n * 4).div_ceil(100);
     u.count("dynamodb:TransactWriteItems (aggregator)", metric_writes.div_ceil(10).max(1));
     u.write_units = stored_sizes.iter().map(|b| cost::write_units(*b)).sum::<u64>() + 3 * n + 2 * metric_writes;
     u.read_units = stored_sizes.iter().map(|b| cost::read_units(*b, true) as u64 + 1).sum();
-    u.sqs_requests = 5 * per10 + n;
+    u.sqs_requests = 6 * per10;
     u
 }
 

@@ -64,6 +64,9 @@ async fn a_short_run_loses_nothing_and_delivers_everything() {
     let metered = &v["cost"]["metered_requests_per_submission"];
     assert!(metered["dynamodb:BatchWriteItem"].as_f64().unwrap() > 0.0, "{metered:#}");
     assert!(metered["sqs:ReceiveMessage"].as_f64().unwrap() > 0.0, "{metered:#}");
+    // Handled delivery messages are deleted in batches, never one request each.
+    assert!(metered["sqs:DeleteMessageBatch"].as_f64().unwrap() > 0.0, "{metered:#}");
+    assert!(metered.get("sqs:DeleteMessage").is_none(), "{metered:#}");
     // The ceiling was measured on the same engine, and every goal has a verdict.
     assert!(v["ceiling"]["batch_write_items_per_s"].as_f64().unwrap() > 0.0, "{v:#}");
     assert!(v["ceiling"]["send_message_batch_msgs_per_s"].as_f64().unwrap() > 0.0, "{v:#}");
