@@ -25,8 +25,14 @@ done
 
 ensure_engine_installed
 echo "==> building" >&2
-cargo build --workspace --bins --quiet
-BIN="$ROOT/target/debug"
+# FORMBRIDGE_PROFILE=release builds optimised binaries (for load measurements; slower to build).
+PROFILE="${FORMBRIDGE_PROFILE:-debug}"
+case "$PROFILE" in
+  debug) cargo build --workspace --bins --quiet ;;
+  release) cargo build --workspace --bins --quiet --release ;;
+  *) echo "FORMBRIDGE_PROFILE must be debug or release, not '$PROFILE'" >&2; exit 2 ;;
+esac
+BIN="$ROOT/target/$PROFILE"
 
 PIDS=()
 cleanup() {
@@ -75,8 +81,12 @@ PERSISTER_METRICS_ADDR="127.0.0.1:$PERSISTER_METRICS" "$BIN/formbridge-persister
 PIDS+=($!)
 "$BIN/formbridge-ingest" >"$STATE/ingest.log" 2>&1 &
 PIDS+=($!)
-AGGREGATOR_METRICS_ADDR="127.0.0.1:$AGGREGATOR_METRICS" "$BIN/formbridge-aggregator" >"$STATE/aggregator.log" 2>&1 &
-PIDS+=($!)
+# FORMBRIDGE_NO_AGGREGATOR=1 leaves the aggregator out (load measurements without the local
+# engine's slow transactions; see loadtest/RESULTS.md).
+if [ "${FORMBRIDGE_NO_AGGREGATOR:-0}" != 1 ]; then
+  AGGREGATOR_METRICS_ADDR="127.0.0.1:$AGGREGATOR_METRICS" "$BIN/formbridge-aggregator" >"$STATE/aggregator.log" 2>&1 &
+  PIDS+=($!)
+fi
 # Loopback destinations are refused unless allowed: this is a local demo.
 DELIVERY_ALLOW_LOOPBACK=true DELIVERY_METRICS_ADDR="127.0.0.1:$DELIVERY_METRICS" \
   "$BIN/formbridge-delivery" >"$STATE/delivery.log" 2>&1 &
