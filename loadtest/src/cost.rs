@@ -93,19 +93,14 @@ pub fn chunks_64k(bytes: u64) -> u64 {
     bytes.div_ceil(64 * 1024).max(1)
 }
 
-/// Write units of one write of an item of `bytes` (1 KB each, rounded up; at least 1).
+/// Write units of one write of an item of `bytes`: the shared capacity calculator's.
 pub fn write_units(bytes: u64) -> u64 {
-    bytes.div_ceil(1024).max(1)
+    formbridge_shared::capacity::write_units(bytes as usize)
 }
 
-/// Read units of one strongly consistent read of `bytes` (4 KB each; halved when eventual).
+/// Read units of one read of `bytes`: the shared capacity calculator's (kept in tenths there).
 pub fn read_units(bytes: u64, consistent: bool) -> f64 {
-    let u = bytes.div_ceil(4096).max(1) as f64;
-    if consistent {
-        u
-    } else {
-        u / 2.0
-    }
+    formbridge_shared::capacity::read_units_tenths(bytes as usize, consistent) as f64 / 10.0
 }
 
 /// The naive design the report compares against, for submissions of the given raw sizes (item
