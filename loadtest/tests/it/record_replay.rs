@@ -91,3 +91,58 @@ fn a_broken_line_is_named() {
     let e = queue_io::read(&b"{\"body\":\"x\",\"sent_at_ms\":1}\nnot json\n"[..]).unwrap_err();
     assert!(e.to_string().starts_with("line 2:"), "{e}");
 }
+
+/// A replay waits for the queue's backlog: with a slow consumer, the queue never holds more
+/// than `max_backlog` plus the batch that was just sent, and every message still arrives once.
+#[tokio::test]
+async fn replay_paces_itself_against_the_backlog() {
+    let aws = formbridge_shared::testing::local_engine().await;
+    let names = formbridge_shared::testing::unique_names();
+    let url = queue(&aws.sqs, &format!("{}-paced", names.ingest_queue)).await;
+    const N: u64 = 60;
+    const MAX_BACKLOG: u64 = 10;
+    let messages: Vec<Recorded> = (0..N)
+        .map(|i| Recorded { body: format!("{{\"n\":{i}}}"), attributes: BTreeMap::new(), sent_at_ms: 1_000 })
+        .collect();
+
+    // A slow consumer: every 150 ms it notes the backlog, then takes and deletes up to 5.
+    let consumer = {
+        let (sqs, url) = (aws.sqs.clone(), url.clone());
+        tokio::spawn(async move {
+            let (mut seen, mut peak) = (Vec::new(), 0u64);
+            while (seen.len() as u64) < N {
+                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                let a = sqs
+                    .get_queue_attributes()
+                    .queue_url(&url)
+                    .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                    .send()
+                    .await
+                    .unwrap();
+                let backlog: u64 = a.attributes().unwrap()
+                    [&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages]
+                    .parse()
+                    .unwrap();
+                peak = peak.max(backlog);
+                let out = sqs.receive_message().queue_url(&url).max_number_of_messages(5).send().await.unwrap();
+                for m in out.messages() {
+                    seen.push(m.body().unwrap().to_owned());
+                    sqs.delete_message()
+                        .queue_url(&url)
+                        .receipt_handle(m.receipt_handle().unwrap())
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            }
+            (seen, peak)
+        })
+    };
+    queue_io::replay(&aws.sqs, &url, &messages, Pace { speed: f64::INFINITY, max_backlog: MAX_BACKLOG }).await.unwrap();
+    let (mut seen, peak) = tokio::time::timeout(std::time::Duration::from_secs(120), consumer).await.unwrap().unwrap();
+    assert!(peak <= MAX_BACKLOG + 10, "the queue held {peak} messages (limit {MAX_BACKLOG} + one batch)");
+    seen.sort();
+    let mut want: Vec<String> = messages.iter().map(|m| m.body.clone()).collect();
+    want.sort();
+    assert_eq!(seen, want, "every message exactly once");
+}
