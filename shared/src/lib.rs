@@ -2,16 +2,20 @@
 //! keys, the payload codec, write sharding, request-unit arithmetic, the queue message and item
 //! formats, the AWS client factory and the resource bootstrap.
 
+pub mod attrs;
 pub mod audit;
 pub mod aws;
 pub mod bootstrap;
 pub mod buckets;
 pub mod capacity;
+pub mod clock;
 pub mod codec;
+pub mod delivery;
 pub mod destination;
 pub mod domain;
 pub mod ids;
 pub mod keys;
+pub mod queue;
 pub mod retry;
 pub mod sample;
 pub mod secrets;
@@ -23,6 +27,7 @@ pub mod stream;
 pub mod submission;
 pub mod telemetry;
 pub mod tenant;
+pub mod usage;
 
 pub use ids::{DestinationId, FormId, IdError, SiteDomain, SubmissionId, TenantId};
 #[cfg(feature = "testing")]

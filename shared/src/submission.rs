@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::attrs::{submission as sb, Attrs};
 use crate::codec::{self, Codec, PayloadCodec};
 use crate::ids::{FormId, SiteDomain, SubmissionId, TenantId};
 use crate::keys::{self, ItemKey};
@@ -181,13 +182,13 @@ impl Submission {
         HashMap::from([
             (keys::PK.to_owned(), AttributeValue::S(key.pk)),
             (keys::SK.to_owned(), AttributeValue::S(key.sk)),
-            ("site".to_owned(), AttributeValue::S(self.site.to_string())),
-            ("form_id".to_owned(), AttributeValue::S(self.form.to_string())),
-            ("received_at".to_owned(), AttributeValue::S(received_at)),
+            (sb::SITE.to_owned(), AttributeValue::S(self.site.to_string())),
+            (sb::FORM.to_owned(), AttributeValue::S(self.form.to_string())),
+            (sb::RECEIVED_AT.to_owned(), AttributeValue::S(received_at)),
             (keys::TTL.to_owned(), AttributeValue::N(self.expires_at.to_string())),
-            ("raw_size".to_owned(), AttributeValue::N(self.raw_payload.len().to_string())),
-            ("codec".to_owned(), AttributeValue::S(encoded.codec.marker().to_owned())),
-            ("payload".to_owned(), AttributeValue::B(Blob::new(encoded.bytes))),
+            (sb::RAW_SIZE.to_owned(), AttributeValue::N(self.raw_payload.len().to_string())),
+            (sb::CODEC.to_owned(), AttributeValue::S(encoded.codec.marker().to_owned())),
+            (sb::PAYLOAD.to_owned(), AttributeValue::B(Blob::new(encoded.bytes))),
         ])
     }
 }
@@ -212,40 +213,32 @@ pub struct StoredSubmission {
 pub enum ItemError {
     #[error("item key is not a submission key")]
     NotASubmission,
-    #[error("item attribute {0:?} is missing or has the wrong type")]
-    Attribute(&'static str),
+    #[error(transparent)]
+    Attr(#[from] crate::attrs::AttrError),
     #[error(transparent)]
     Codec(#[from] codec::CodecError),
     #[error("stored payload is not JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
 
-fn s<'a>(item: &'a HashMap<String, AttributeValue>, name: &'static str) -> Result<&'a str, ItemError> {
-    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str).ok_or(ItemError::Attribute(name))
-}
-
-fn n<T: std::str::FromStr>(item: &HashMap<String, AttributeValue>, name: &'static str) -> Result<T, ItemError> {
-    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).ok_or(ItemError::Attribute(name))
-}
-
 impl StoredSubmission {
     pub fn from_item(item: &HashMap<String, AttributeValue>) -> Result<StoredSubmission, ItemError> {
-        let (tenant, shard, id) = match keys::Entity::classify(s(item, keys::PK)?, s(item, keys::SK)?) {
+        let a = Attrs(item);
+        let (tenant, shard, id) = match keys::Entity::classify(a.s(keys::PK)?, a.s(keys::SK)?) {
             keys::Entity::Submission { tenant, shard, id } => (tenant, shard, id),
             _ => return Err(ItemError::NotASubmission),
         };
-        let codec = Codec::from_marker(s(item, "codec")?)?;
-        let bytes = item.get("payload").and_then(|v| v.as_b().ok()).ok_or(ItemError::Attribute("payload"))?;
-        let raw = codec::decode(codec, bytes.as_ref())?;
+        let codec = Codec::from_marker(a.s(sb::CODEC)?)?;
+        let raw = codec::decode(codec, a.b(sb::PAYLOAD)?)?;
         Ok(StoredSubmission {
             tenant_id: tenant,
             submission_id: id,
             shard,
-            site: s(item, "site")?.to_owned(),
-            form_id: s(item, "form_id")?.to_owned(),
-            received_at: s(item, "received_at")?.to_owned(),
-            expires_at: n(item, keys::TTL)?,
-            raw_size: n(item, "raw_size")?,
+            site: a.s(sb::SITE)?.to_owned(),
+            form_id: a.s(sb::FORM)?.to_owned(),
+            received_at: a.s(sb::RECEIVED_AT)?.to_owned(),
+            expires_at: a.n(keys::TTL)?,
+            raw_size: a.n(sb::RAW_SIZE)?,
             stored_size: crate::capacity::item_size(item),
             codec: codec.marker(),
             payload: serde_json::from_slice(&raw)?,

@@ -394,34 +394,30 @@ async fn delivery_command(
     store: &DataStore,
     cmd: DeliveryCommand,
 ) -> Result<Value> {
-    use formbridge_delivery::record::Status;
-    use formbridge_delivery::replay::{self, ReplayFilter, Replayer};
+    use formbridge_shared::delivery::history;
+    use formbridge_shared::delivery::replay::{ReplayFilter, Replayer};
+    use formbridge_shared::delivery::{Records, Status};
     Ok(match cmd {
         DeliveryCommand::History { tenant, submission } => {
             let p = profile(store, &tenant).await?;
-            json!({ "submission": submission, "deliveries": replay::history(store, &p, &submission).await? })
+            let destinations = store.list_destinations(&tenant).await?;
+            let Some(h) = history::read(store, &p, &submission, &destinations).await? else {
+                bail!("no submission {submission} for tenant {tenant}")
+            };
+            json!({ "submission": submission, "deliveries": h.deliveries })
         }
         DeliveryCommand::Health { tenant, destination } => {
-            let hs = formbridge_delivery::health::HealthStore {
+            let hs = formbridge_shared::delivery::health::HealthStore {
                 client: aws.dynamodb.clone(),
                 table: cli_resources.table.clone(),
             };
-            let h = hs.get(&tenant, &destination).await?;
-            json!({
-                "tenant": tenant,
-                "destination": destination,
-                "state": format!("{:?}", h.state).to_lowercase(),
-                "consecutive_failures": h.consecutive_failures,
-                "first_failure_at": h.first_failure_ms.map(formbridge_delivery::events::rfc3339_ms),
-                "last_success_at": h.last_success_ms.map(formbridge_delivery::events::rfc3339_ms),
-                "paused_until": (h.open_until_ms > 0).then(|| formbridge_delivery::events::rfc3339_ms(h.open_until_ms)),
-            })
+            serde_json::to_value(hs.get(&tenant, &destination).await?.view(&tenant, &destination))?
         }
         DeliveryCommand::Replay { tenant, destination, submission, status, since, until, dry_run, yes, rate } => {
-            let queue = formbridge_delivery::queue::DeliveryQueue::open(aws.sqs.clone(), &cli_resources.delivery_queue)
+            let queue = formbridge_shared::queue::Queue::open(aws.sqs.clone(), &cli_resources.delivery_queue, "admin")
                 .await
-                .context("the delivery queue (run `formbridge-admin bootstrap`)")?;
-            let replayer = Replayer::new(store.clone(), queue);
+                .context("the delivery queue")?;
+            let replayer = Replayer { records: Records::new(store.clone(), "admin"), queue };
             if let (Some(sub), Some(dest)) = (submission, destination) {
                 let p = profile(store, &tenant).await?;
                 let Some(rec) = replayer.find(&p, &sub, &dest).await? else {
@@ -431,7 +427,7 @@ async fn delivery_command(
                     return Ok(json!({ "dry_run": true, "matched": 1, "delivery": rec }));
                 }
                 let ok = replayer.replay_one(&rec).await?;
-                return Ok(json!({ "replayed": u8::from(ok), "webhook_id": rec.webhook_id }));
+                return Ok(json!({ "replayed": u8::from(ok), "webhook_id": rec.webhook_id() }));
             }
             let now = OffsetDateTime::now_utc();
             let filter = ReplayFilter {
@@ -674,9 +670,7 @@ enum DemoCommand {
     },
 }
 
-fn now_ms() -> u64 {
-    u64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
-}
+use formbridge_shared::clock::now_ms;
 
 async fn profile(store: &DataStore, tenant: &TenantId) -> Result<TenantProfile> {
     store.get_tenant(tenant).await?.with_context(|| format!("tenant {tenant} not found"))

@@ -9,8 +9,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use formbridge_shared::attrs::submission as sb;
 pub use formbridge_shared::buckets::Granularity;
 use formbridge_shared::capacity::{item_size, write_units};
+use formbridge_shared::delivery::{RecordChange, Status};
 use formbridge_shared::keys::{self, Entity, ItemKey};
 use formbridge_shared::stream::record::padded_seq;
 use formbridge_shared::stream::{Change, ChangeKind};
@@ -97,13 +99,13 @@ pub fn fold(records: &[Change], skip: impl Fn(&Bucket, &str) -> bool) -> BTreeMa
         let seq = padded_seq(&r.seq);
         match (&r.entity, r.kind, &r.new) {
             (Entity::Submission { tenant, .. }, ChangeKind::Insert, Some(new)) => {
-                let Some(at) = str_attr(new, "received_at").and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
+                let Some(at) = str_attr(new, sb::RECEIVED_AT).and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
                 else {
                     continue;
                 };
-                let form = str_attr(new, "form_id").and_then(|f| FormId::parse(f).ok());
+                let form = str_attr(new, sb::FORM).and_then(|f| FormId::parse(f).ok());
                 let stored = item_size(new) as u64;
-                let raw = num_attr(new, "raw_size");
+                let raw = num_attr(new, sb::RAW_SIZE);
                 for g in [Granularity::Hour, Granularity::Day] {
                     let start = start_of(g, at);
                     let tenant_bucket = Bucket { tenant: tenant.clone(), form: None, granularity: g, start };
@@ -129,23 +131,26 @@ pub fn fold(records: &[Change], skip: impl Fn(&Bucket, &str) -> bool) -> BTreeMa
                 }
             }
             (Entity::Delivery { tenant, dest, .. }, ChangeKind::Insert | ChangeKind::Modify, Some(new)) => {
-                let status = str_attr(new, "status");
-                let before = r.old.as_ref().and_then(|o| str_attr(o, "status"));
-                let done = matches!(status, Some("succeeded" | "failed")) && status != before;
-                if !done {
-                    continue;
-                }
-                let dd = if status == Some("succeeded") {
-                    DeliveryDelta { succeeded: 1, ..DeliveryDelta::default() }
-                } else {
-                    DeliveryDelta { failed: 1, ..DeliveryDelta::default() }
+                // Outcomes and attempts both come from the record: a first attempt lives inside
+                // it, and each later attempt advances its count.
+                let change = match RecordChange::read(r.old.as_ref(), new) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "a delivery record in the stream is unreadable; not counted");
+                        metrics::counter!("aggregator_unreadable_records_total").increment(1);
+                        continue;
+                    }
                 };
-                add_delivery(&mut out, &skip, tenant, r, &seq, &dest.to_string(), &dd);
-            }
-            (Entity::DeliveryAttempt { tenant, dest, .. }, ChangeKind::Insert, Some(new)) => {
-                let dd =
-                    DeliveryDelta { attempts: 1, latency_ms: num_attr(new, "latency_ms"), ..DeliveryDelta::default() };
-                add_delivery(&mut out, &skip, tenant, r, &seq, &dest.to_string(), &dd);
+                let attempts = u64::from(change.new_attempts());
+                let dd = DeliveryDelta {
+                    succeeded: u64::from(change.outcome() == Some(Status::Succeeded)),
+                    failed: u64::from(change.outcome() == Some(Status::Failed)),
+                    attempts,
+                    latency_ms: if attempts > 0 { change.latency_ms } else { 0 },
+                };
+                if dd != DeliveryDelta::default() {
+                    add_delivery(&mut out, &skip, tenant, r, &seq, &dest.to_string(), &dd);
+                }
             }
             _ => {}
         }
@@ -237,19 +242,44 @@ mod tests {
         }
     }
 
-    fn delivery(seq: &str, tenant: &str, dest: DestinationId, old: Option<&str>, new: &str, at: i64) -> Change {
-        let t = TenantId::parse(tenant).unwrap();
-        let k = keys::delivery(&t, 0, &SubmissionId::new(), &dest);
-        let img = |st: &str| -> Item {
-            HashMap::from([("PK".into(), s(&k.pk)), ("SK".into(), s(&k.sk)), ("status".into(), s(st))])
+    /// A record image: status, attempts made, and the last attempt's latency.
+    fn record_image(sub: SubmissionId, dest: DestinationId, status: Status, attempts: u16) -> Item {
+        let mut r = formbridge_shared::delivery::DeliveryRecord {
+            tenant: TenantId::parse("acme").unwrap(),
+            shard: 0,
+            submission: sub,
+            destination: dest,
+            status,
+            attempts,
+            round_start: 0,
+            next_attempt_ms: 0,
+            form_id: "contact".into(),
+            created_ms: 0,
+            updated_ms: 0,
+            last_status: None,
+            last_error: None,
+            last_latency_ms: Some(120),
+            reason: None,
+            claim: None,
+            first_attempt: None,
+            expires_at: 1_900_000_000,
         };
+        if status == Status::Failed {
+            r.reason = Some(formbridge_shared::delivery::FailureReason::Exhausted);
+        }
+        r.to_item()
+    }
+
+    fn delivery(seq: &str, dest: DestinationId, old: Option<(Status, u16)>, new: (Status, u16)) -> Change {
+        let sub = SubmissionId::new();
+        let k = keys::delivery(&TenantId::parse("acme").unwrap(), 0, &sub, &dest);
         Change {
             seq: seq.into(),
             kind: if old.is_some() { ChangeKind::Modify } else { ChangeKind::Insert },
             entity: Entity::classify(&k.pk, &k.sk),
-            new: Some(img(new)),
-            old: old.map(img),
-            created_s: Some(at),
+            new: Some(record_image(sub, dest, new.0, new.1)),
+            old: old.map(|(st, n)| record_image(sub, dest, st, n)),
+            created_s: Some(1_795_593_600),
         }
     }
 
@@ -285,41 +315,38 @@ mod tests {
     }
 
     #[test]
-    fn delivery_outcomes_count_once_per_transition() {
+    fn delivery_outcomes_count_once_per_transition_and_attempts_by_difference() {
+        use Status::*;
         let dest = DestinationId::new();
         let records = vec![
-            delivery("1", "acme", dest, None, "pending", 1_795_593_600),
-            delivery("2", "acme", dest, Some("pending"), "retrying", 1_795_593_600),
-            delivery("3", "acme", dest, Some("retrying"), "succeeded", 1_795_593_600),
-            // A rewrite of a finished record is not a second success.
-            delivery("4", "acme", dest, Some("succeeded"), "succeeded", 1_795_593_600),
-            delivery("5", "acme", DestinationId::new(), None, "failed", 1_795_593_600),
+            // A first attempt that succeeded: its record appears, final, with one attempt.
+            delivery("1", dest, None, (Succeeded, 1)),
+            // A first attempt that failed transiently, then a retry that succeeded.
+            delivery("2", dest, None, (Retrying, 1)),
+            delivery("3", dest, Some((Retrying, 1)), (Succeeded, 2)),
+            // A rewrite of a finished record is neither a second success nor an attempt.
+            delivery("4", dest, Some((Succeeded, 2)), (Succeeded, 2)),
+            // A replay marks a failed delivery pending: no attempt, no outcome.
+            delivery("5", dest, Some((Failed, 2)), (Pending, 2)),
+            // Failed without any send (destination deleted).
+            delivery("6", DestinationId::new(), None, (Failed, 0)),
         ];
-        let mut records = records;
-        let t = TenantId::parse("acme").unwrap();
-        let k = keys::delivery_attempt(&t, 0, &SubmissionId::new(), &dest, 1);
-        let attempt: Item = HashMap::from([
-            ("PK".into(), s(&k.pk)),
-            ("SK".into(), s(&k.sk)),
-            ("latency_ms".into(), Av::N("120".into())),
-        ]);
-        records.push(Change {
-            seq: "6".into(),
-            kind: ChangeKind::Insert,
-            entity: Entity::classify(&k.pk, &k.sk),
-            new: Some(attempt),
-            old: None,
-            created_s: Some(1_795_593_600),
-        });
         let deltas = fold(&records, |_, _| false);
         let day = deltas.iter().find(|(b, _)| b.granularity == Granularity::Day).unwrap().1;
-        assert_eq!(day.deliveries[&dest.to_string()].succeeded, 1);
-        assert_eq!(
-            (day.deliveries[&dest.to_string()].attempts, day.deliveries[&dest.to_string()].latency_ms),
-            (1, 120)
-        );
+        let d = &day.deliveries[&dest.to_string()];
+        assert_eq!((d.succeeded, d.failed, d.attempts, d.latency_ms), (2, 0, 3, 3 * 120));
         assert_eq!(day.deliveries.values().map(|d| d.failed).sum::<u64>(), 1);
         assert_eq!(day.submissions, 0);
+    }
+
+    #[test]
+    fn an_unreadable_record_is_not_counted_as_zero_silently() {
+        let mut c = delivery("1", DestinationId::new(), None, (Status::Succeeded, 1));
+        if let Some(new) = c.new.as_mut() {
+            new.remove(formbridge_shared::attrs::delivery::ATTEMPTS);
+        }
+        assert!(RecordChange::read(c.old.as_ref(), c.new.as_ref().unwrap()).is_err());
+        assert!(fold(&[c], |_, _| false).is_empty());
     }
 
     #[test]

@@ -1,54 +1,70 @@
 //! The delivery engine: what the fan-out and the queue workers share, and the handling of one
-//! delivery message from receipt to the point where it may be deleted.
+//! delivery message, in typed phases, each inside the message's `tracing` span:
 //!
-//! Order of effects for one attempt, chosen so a crash anywhere loses nothing:
-//! 1. send the HTTP request;
-//! 2. if another attempt is due, put its message on the queue;
-//! 3. record the attempt item, then the delivery record (conditioned on the attempt count read);
-//! 4. update health, publish events;
-//! 5. only then is the message deleted.
+//! 1. **load**: the delivery record, if the attempt needs it. A first attempt reads it
+//!    eventually consistent (half a read unit) only to drop a duplicate message; later attempts
+//!    read it consistently.
+//! 2. **admit**: the destination, the submission (carried in the message when it fits), the
+//!    circuit breaker, and for attempts after the first a claim, so one worker sends each attempt.
+//! 3. **send**: sign and send, within the destination's concurrency slots.
+//! 4. **decide**: a pure function of the outcome, the policy and the round ([`decide`]).
+//! 5. **queue** the next attempt's message, if there is one, then **record**: a first attempt
+//!    writes the record once, with the attempt inside it (one write unit); later attempts write
+//!    their own item, then the record, conditioned on the claim.
+//! 6. **after**: destination health and bus events.
 //!
-//! A crash before 3 re-delivers the message: the attempt is repeated with the same
-//! `webhook-id` (at least once), and any message queued in 2 turns stale, because a message
-//! whose attempt number the record has already passed is dropped unread.
+//! The message is deleted only after 5. A crash anywhere before re-delivers the message and the
+//! attempt is sent again with the same `webhook-id` (at least once). A next-attempt message that
+//! arrives before its predecessor is recorded waits (`early`), so the history has no gaps.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
-use formbridge_shared::destination::Destination;
+use formbridge_shared::attrs::Item;
+use formbridge_shared::clock::now_ms;
+use formbridge_shared::delivery::health::{Gate, Health, HealthStore, Transition};
+use formbridge_shared::delivery::message::VERSION;
+use formbridge_shared::delivery::model::MAX_SUCCESS_RESPONSE_BYTES;
+use formbridge_shared::delivery::{
+    Attempt, DeliveryMessage, DeliveryRecord, FailureReason, RecordError, Records, Status, Trigger,
+};
+use formbridge_shared::destination::{DeliveryPolicy, Destination};
 use formbridge_shared::keys;
+use formbridge_shared::queue::{Outgoing, Queue, QueueError};
 use formbridge_shared::secrets::Keyring;
 use formbridge_shared::store::DataStore;
 use formbridge_shared::submission::StoredSubmission;
-use formbridge_shared::{DestinationId, TenantId};
+use formbridge_shared::{usage, DestinationId, FormId, TenantId};
 use rand::Rng;
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
-use crate::events::{self, rfc3339_ms, Events};
-use crate::health::{Gate, Health, HealthStore, Transition};
-use crate::message::{DeliveryMessage, Trigger};
-use crate::queue::DeliveryQueue;
-use crate::record::{Attempt, DeliveryRecord, Records, Status};
+use crate::events::{self, AttemptSent, Bus, DeferReason, Deferred, DuplicateSend, InternalEvent, StaleMessage};
 use crate::schedule::{honour_retry_after, Schedule};
-use crate::send::{self, Sender, Verdict};
+use crate::send::{self, Outcome, Sender, Verdict};
 
-type DynErr = aws_sdk_dynamodb::Error;
+/// What delivery is metered as in [`formbridge_shared::usage`].
+pub const COMPONENT: &str = "delivery";
+
+/// How long a next-attempt message waits when its predecessor is not recorded yet.
+const EARLY_WAIT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
     #[error("DynamoDB: {0}")]
     Dynamo(#[from] aws_sdk_dynamodb::Error),
-    #[error("SQS: {0}")]
-    Sqs(#[from] aws_sdk_sqs::Error),
-    #[error("SQS refused {0} of a batch of messages")]
-    SqsPartial(usize),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
     #[error("destination {0}: {1}")]
     Destination(DestinationId, String),
     #[error("stored submission is unreadable: {0}")]
     Submission(String),
+    #[error("the submission is not readable yet (it is not expired); trying again later")]
+    SubmissionMissing,
     #[error("cannot list the tenant's destinations: {0}")]
     Destinations(String),
 }
@@ -81,40 +97,120 @@ impl EngineSettings {
     }
 }
 
+/// A tenant's destinations as read at `fetched_ms`.
+#[derive(Debug)]
+pub struct DestinationList {
+    pub fetched_ms: u64,
+    pub list: Vec<Destination>,
+}
+
 pub struct Engine {
     pub store: DataStore,
     pub records: Records,
-    pub queue: DeliveryQueue,
-    pub events: Events,
+    pub queue: Queue,
+    pub bus: Bus,
     pub keyring: Keyring,
     pub sender: Sender,
     pub health: HealthStore,
     pub settings: EngineSettings,
-    destinations: moka::future::Cache<TenantId, Arc<Vec<Destination>>>,
+    destinations: moka::future::Cache<TenantId, Arc<DestinationList>>,
     health_cache: moka::future::Cache<(TenantId, DestinationId), Health>,
     slots: Mutex<HashMap<DestinationId, Arc<Semaphore>>>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("table", &self.store.table()).field("queue_url", &self.queue.url).finish()
+        f.debug_struct("Engine").field("table", &self.store.table()).field("queue", &self.queue.name()).finish()
     }
 }
 
-pub fn now_ms() -> u64 {
-    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(1.0..=1.2))
 }
 
-fn jitter(d: Duration) -> Duration {
-    let f = rand::rng().random_range(1.0..=1.2);
-    d.mul_f64(f)
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Phase 1's answer.
+enum Loaded {
+    /// Go on; the record when there is one (none before a first attempt ends).
+    Current(Option<Box<DeliveryRecord>>),
+    /// The record has passed this attempt, or it is final: drop the message.
+    Stale,
+    /// The previous attempt is not recorded yet.
+    Early,
+}
+
+/// Phase 2's answer.
+enum Admitted {
+    Send(Box<Ready>),
+    /// Settled without a send (failed, or deferred): the message may go.
+    Settled,
+}
+
+/// Everything a send needs.
+struct Ready {
+    dest: Destination,
+    sub: StoredSubmission,
+    /// The record as claimed (attempts after the first), or as read.
+    record: Option<DeliveryRecord>,
+    probing: bool,
+    health: Health,
+}
+
+/// What one send came to.
+struct Sent {
+    outcome: Outcome,
+    verdict: Verdict,
+    started_ms: u64,
+    done_ms: u64,
+}
+
+/// Phase 4's answer: where the delivery goes next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub status: Status,
+    pub next_ms: u64,
+    pub reason: Option<FailureReason>,
+}
+
+/// The decision after an attempt, as a pure function: the verdict on the outcome, the
+/// destination's policy, which retry of the current round this was, and when it ended.
+pub fn decide(
+    verdict: Verdict,
+    retry_after: Option<Duration>,
+    policy: &DeliveryPolicy,
+    retry_in_round: usize,
+    retry_after_cap: Duration,
+    done_ms: u64,
+) -> Decision {
+    let fail = |reason| Decision { status: Status::Failed, next_ms: done_ms, reason: Some(reason) };
+    let (list, exhausted) = match verdict {
+        Verdict::Succeeded => return Decision { status: Status::Succeeded, next_ms: done_ms, reason: None },
+        Verdict::Gone => return fail(FailureReason::Gone),
+        Verdict::Fail(r) => return fail(r),
+        Verdict::RetryTransient => (&policy.retry_schedule, FailureReason::Exhausted),
+        Verdict::RetryClientError => (&policy.client_error_schedule, FailureReason::ClientError),
+    };
+    match Schedule::new(list).delay(retry_in_round) {
+        Some(d) => {
+            let d = honour_retry_after(d, retry_after, retry_after_cap);
+            Decision { status: Status::Retrying, next_ms: done_ms + ms(d), reason: None }
+        }
+        None => fail(exhausted),
+    }
+}
+
+fn is_first_send(m: &DeliveryMessage) -> bool {
+    m.attempt == 1 && m.trigger == Trigger::Scheduled
 }
 
 impl Engine {
     pub fn new(
         store: DataStore,
-        queue: DeliveryQueue,
-        events: Events,
+        queue: Queue,
+        bus: Bus,
         keyring: Keyring,
         sender: Sender,
         settings: EngineSettings,
@@ -127,13 +223,13 @@ impl Engine {
                 .build(),
             health_cache: moka::future::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(1))
+                .time_to_live(Duration::from_secs(5))
                 .build(),
             slots: Mutex::new(HashMap::new()),
-            records: Records { store: store.clone() },
+            records: Records::new(store.clone(), COMPONENT),
             store,
             queue,
-            events,
+            bus,
             keyring,
             sender,
             health,
@@ -141,20 +237,33 @@ impl Engine {
         }
     }
 
-    /// A tenant's destinations, cached for `destination_cache`.
-    pub async fn destinations(&self, tenant: &TenantId) -> Result<Arc<Vec<Destination>>, EngineError> {
-        if self.settings.destination_cache.is_zero() {
-            return self.load_destinations(tenant).await;
+    /// A tenant's destinations, as read no earlier than `fresh_since_ms` (a submission's
+    /// receive time: a destination created before it must be seen), else from the cache.
+    pub async fn destinations(
+        &self,
+        tenant: &TenantId,
+        fresh_since_ms: u64,
+    ) -> Result<Arc<DestinationList>, EngineError> {
+        if let Some(cached) = self.destinations.get(tenant).await {
+            if cached.fetched_ms >= fresh_since_ms {
+                return Ok(cached);
+            }
         }
-        self.destinations
-            .try_get_with(tenant.clone(), self.load_destinations(tenant))
-            .await
-            .map_err(|e| EngineError::Destinations(e.to_string()))
+        let fetched_ms = now_ms();
+        let list = self.store.list_destinations(tenant).await.map_err(|e| EngineError::Destinations(e.to_string()))?;
+        usage::read(COMPONENT, 0, true);
+        let list = Arc::new(DestinationList { fetched_ms, list });
+        self.destinations.insert(tenant.clone(), list.clone()).await;
+        Ok(list)
     }
 
-    async fn load_destinations(&self, tenant: &TenantId) -> Result<Arc<Vec<Destination>>, EngineError> {
-        let list = self.store.list_destinations(tenant).await.map_err(|e| EngineError::Destinations(e.to_string()))?;
-        Ok(Arc::new(list))
+    async fn destination(&self, m: &DeliveryMessage) -> Result<Option<Destination>, EngineError> {
+        let find = |l: &DestinationList| l.list.iter().find(|d| d.id == m.destination).cloned();
+        if let Some(d) = find(&*self.destinations(&m.tenant, 0).await?) {
+            return Ok(Some(d));
+        }
+        // Not in the cached list: it may be newer than the cache. Look once more, fresh.
+        Ok(find(&*self.destinations(&m.tenant, now_ms()).await?))
     }
 
     async fn health_of(&self, tenant: &TenantId, dest: &DestinationId) -> Result<Health, EngineError> {
@@ -163,6 +272,7 @@ impl Engine {
             return Ok(h);
         }
         let h = self.health.get(tenant, dest).await?;
+        usage::read(COMPONENT, 0, true);
         self.health_cache.insert(key, h.clone()).await;
         Ok(h)
     }
@@ -172,262 +282,348 @@ impl Engine {
         slots.entry(d.id).or_insert_with(|| Arc::new(Semaphore::new(d.policy.max_in_flight as usize))).clone()
     }
 
-    /// The submission and its delivery record, in one consistent BatchGetItem.
-    async fn load(
-        &self,
-        m: &DeliveryMessage,
-    ) -> Result<(Option<HashMap<String, AttributeValue>>, Option<DeliveryRecord>), EngineError> {
-        let sub_key = keys::submission(&m.tenant, m.shard, &m.submission);
-        let rec_key = keys::delivery(&m.tenant, m.shard, &m.submission, &m.destination);
-        let key = |k: &keys::ItemKey| {
-            HashMap::from([
-                (keys::PK.to_owned(), AttributeValue::S(k.pk.clone())),
-                (keys::SK.to_owned(), AttributeValue::S(k.sk.clone())),
-            ])
-        };
-        let mut request = KeysAndAttributes::builder().keys(key(&sub_key)).keys(key(&rec_key)).consistent_read(true);
-        let mut items = Vec::new();
-        for _ in 0..5 {
-            let out = self
-                .store
-                .client()
-                .batch_get_item()
-                .request_items(self.store.table(), request.build().expect("keys are set"))
-                .send()
-                .await
-                .map_err(DynErr::from)?;
-            if let Some(mut r) = out.responses {
-                items.extend(r.remove(self.store.table()).unwrap_or_default());
-            }
-            match out.unprocessed_keys.and_then(|mut u| u.remove(self.store.table())) {
-                Some(rest) if !rest.keys.is_empty() => {
-                    request = KeysAndAttributes::builder().set_keys(Some(rest.keys)).consistent_read(true);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                _ => break,
-            }
-        }
-        let mut sub = None;
-        let mut rec = None;
-        for item in items {
-            let sk = item.get(keys::SK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-            if sk == sub_key.sk {
-                sub = Some(item);
-            } else if sk == rec_key.sk {
-                rec = DeliveryRecord::from_item(&item);
-            }
-        }
-        Ok((sub, rec))
-    }
-
-    /// Puts the message back on the queue for later (paused, busy, or a long wait chained in
-    /// 15-minute hops). The caller then deletes the original.
-    async fn defer(&self, m: &DeliveryMessage, due_ms: u64) -> Result<(), EngineError> {
-        let mut later = m.clone();
-        later.due_ms = due_ms;
-        self.queue.enqueue(std::slice::from_ref(&later)).await
+    /// Puts the message back on the queue, due at `due_ms` (the caller then deletes the original:
+    /// a fresh message, so deferrals never count toward the dead-letter limit).
+    async fn defer(&self, m: &DeliveryMessage, due_ms: u64, why: DeferReason) -> Result<(), EngineError> {
+        let now = now_ms();
+        let later = DeliveryMessage { due_ms, ..m.clone() };
+        self.queue.send_all(&[Outgoing::new(later.body()).due(due_ms, now)]).await?;
+        Deferred { why, wait: Duration::from_millis(due_ms.saturating_sub(now)) }.emit();
+        Ok(())
     }
 
     /// Handles one message. `Ok` means it may be deleted; `Err` leaves it for another try.
     pub async fn handle(&self, m: &DeliveryMessage) -> Result<(), EngineError> {
+        let span = tracing::info_span!(
+            "delivery",
+            tenant = %m.tenant,
+            submission = %m.submission,
+            destination = %m.destination,
+            attempt = m.attempt,
+        );
+        self.handle_in_span(m).instrument(span).await
+    }
+
+    async fn handle_in_span(&self, m: &DeliveryMessage) -> Result<(), EngineError> {
         let now = now_ms();
         if m.due_ms > now + 1_000 {
-            metrics::counter!("delivery_deferred_total", "why" => "chained").increment(1);
-            return self.defer(m, m.due_ms).await;
+            return self.defer(m, m.due_ms, DeferReason::Chained).await;
         }
-        let (sub_item, rec) = self.load(m).await?;
-        let Some(rec) = rec else {
-            tracing::warn!(submission = %m.submission, destination = %m.destination, "delivery message without a record; dropped");
-            return Ok(());
+        let record = match self.load(m).instrument(tracing::debug_span!("load")).await? {
+            Loaded::Current(r) => r.map(|r| *r),
+            Loaded::Stale => {
+                StaleMessage.emit();
+                return Ok(());
+            }
+            Loaded::Early => return self.defer(m, now + ms(EARLY_WAIT), DeferReason::Early).await,
         };
-        if rec.status.is_final() || rec.attempts >= m.attempt {
-            metrics::counter!("delivery_stale_messages_total").increment(1);
-            return Ok(());
+        let ready = match self.admit(m, record, now).instrument(tracing::debug_span!("admit")).await? {
+            Admitted::Send(r) => *r,
+            Admitted::Settled => return Ok(()),
+        };
+        let Some(_permit) = self.acquire_slot(&ready.dest).await else {
+            // Its slots are held by slow attempts: come back when one of them must be over.
+            let wait = self.settings.busy_defer.max(Duration::from_millis(ready.dest.timeout_ms));
+            return self.defer(m, now_ms() + ms(jitter(wait)), DeferReason::Busy).await;
+        };
+        let sent = self.send(m, &ready).instrument(tracing::debug_span!("send")).await?;
+        let in_round = usize::from(m.attempt.saturating_sub(ready.record.as_ref().map_or(0, |r| r.round_start)));
+        let decision = decide(
+            sent.verdict,
+            sent.outcome.retry_after,
+            &ready.dest.policy,
+            in_round,
+            self.settings.retry_after_cap,
+            sent.done_ms,
+        );
+        if decision.status == Status::Retrying {
+            let next = m.next(m.attempt + 1, decision.next_ms, m.trigger);
+            self.queue.send_all(&[Outgoing::new(next.body()).due(decision.next_ms, now_ms())]).await?;
         }
-        let dest = self.destinations(&m.tenant).await?.iter().find(|d| d.id == m.destination).cloned();
-        let Some(dest) = dest else {
-            return self.fail_without_attempt(&rec, "destination_deleted", "the destination was deleted").await;
+        let recorded = self.record(m, &ready, &sent, &decision).instrument(tracing::debug_span!("record")).await?;
+        if let Some(after) = recorded {
+            self.after(m, &ready, &sent, &after).instrument(tracing::debug_span!("after")).await;
+        }
+        Ok(())
+    }
+
+    /// Phase 1: the record, and whether this message is still wanted.
+    async fn load(&self, m: &DeliveryMessage) -> Result<Loaded, EngineError> {
+        let key = keys::delivery(&m.tenant, m.shard, &m.submission, &m.destination);
+        // A first attempt only needs to know whether a record exists (a duplicate message):
+        // eventually consistent is enough, at half the price.
+        let record = self.records.get(&key, !is_first_send(m)).await?;
+        Ok(match record {
+            None if m.attempt == 1 => Loaded::Current(None),
+            None => Loaded::Early,
+            Some(r) if r.status.is_final() || r.attempts >= m.attempt => Loaded::Stale,
+            Some(r) if r.attempts + 1 < m.attempt => Loaded::Early,
+            Some(r) => Loaded::Current(Some(Box::new(r))),
+        })
+    }
+
+    /// Phase 2: destination, submission, breaker and claim.
+    async fn admit(
+        &self,
+        m: &DeliveryMessage,
+        record: Option<DeliveryRecord>,
+        now: u64,
+    ) -> Result<Admitted, EngineError> {
+        let Some(dest) = self.destination(m).await? else {
+            return self.fail_unsent(m, record.as_ref(), FailureReason::DestinationDeleted).await;
         };
         if !dest.enabled {
-            return self.fail_without_attempt(&rec, "destination_disabled", "the destination is disabled").await;
+            return self.fail_unsent(m, record.as_ref(), FailureReason::DestinationDisabled).await;
         }
-        let Some(sub_item) = sub_item else {
-            return self.fail_without_attempt(&rec, "submission_expired", "the submission is no longer stored").await;
+        let expired = m.expires_at.is_some_and(|e| i64::try_from(now / 1000).unwrap_or(i64::MAX) >= e);
+        if expired {
+            return self.fail_unsent(m, record.as_ref(), FailureReason::SubmissionExpired).await;
+        }
+        let Some(sub) = self.submission(m).await? else {
+            return self.fail_unsent(m, record.as_ref(), FailureReason::SubmissionExpired).await;
         };
-        let sub = StoredSubmission::from_item(&sub_item).map_err(|e| EngineError::Submission(e.to_string()))?;
-
-        let h = self.health_of(&m.tenant, &dest.id).await?;
+        let health = self.health_of(&m.tenant, &dest.id).await?;
         let probe_for = Duration::from_millis(dest.timeout_ms) + Duration::from_secs(30);
-        let gate = self.health.gate(&m.tenant, &dest.id, &h, now, probe_for).await?;
-        let probing = match gate {
+        let probing = match self.health.gate(&m.tenant, &dest.id, &health, now, probe_for).await? {
             Gate::Wait(d) => {
-                metrics::counter!("delivery_deferred_total", "why" => "paused").increment(1);
-                return self.defer(m, now + jitter(d).as_millis() as u64).await;
+                self.defer(m, now + ms(jitter(d)), DeferReason::Paused).await?;
+                return Ok(Admitted::Settled);
             }
             Gate::Probe => true,
             Gate::Send => false,
         };
-        // A free slot of this destination, waiting for one at most `busy_defer`; after that the
-        // message goes back to the queue (for the destination's timeout) rather than holding a
-        // worker that others could use.
-        let slot = self.slot(&dest);
-        let _permit = match slot.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => match tokio::time::timeout(self.settings.busy_defer, slot.acquire_owned()).await {
-                Ok(Ok(p)) => p,
-                _ => {
-                    metrics::counter!("delivery_deferred_total", "why" => "busy").increment(1);
-                    // Its slots are held by slow attempts: come back when one of them must be over.
-                    let wait = self.settings.busy_defer.max(Duration::from_millis(dest.timeout_ms));
-                    let due = now_ms() + jitter(wait).as_millis() as u64;
-                    return self.defer(m, due).await;
+        let record = match record {
+            // Attempts after the first are claimed, so two messages (a replay and a retry, or a
+            // duplicate) never send the same attempt.
+            Some(r) if !is_first_send(m) => {
+                let until = now + ms(probe_for);
+                match self.records.claim(&r, m.attempt, now, until).await? {
+                    Some(claimed) => Some(claimed),
+                    None => {
+                        let held_until = r.claim.map_or(until, |(_, u)| u).max(now + 1_000);
+                        self.defer(m, held_until + 1_000, DeferReason::Claimed).await?;
+                        return Ok(Admitted::Settled);
+                    }
                 }
-            },
+            }
+            other => other,
         };
+        Ok(Admitted::Send(Box::new(Ready { dest, sub, record, probing, health })))
+    }
 
-        // Sign and send.
+    /// The submission: from the message when it carries it, else one consistent read. `None`
+    /// when it is gone for good (expired); an error when it should be there but is not (yet).
+    async fn submission(&self, m: &DeliveryMessage) -> Result<Option<StoredSubmission>, EngineError> {
+        if let Some(inline) = &m.sub {
+            return inline.decode(m).map(Some).map_err(|e| EngineError::Submission(e.to_string()));
+        }
+        let key = keys::submission(&m.tenant, m.shard, &m.submission);
+        let out = self
+            .store
+            .client()
+            .get_item()
+            .table_name(self.store.table())
+            .key(keys::PK, aws_sdk_dynamodb::types::AttributeValue::S(key.pk))
+            .key(keys::SK, aws_sdk_dynamodb::types::AttributeValue::S(key.sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(aws_sdk_dynamodb::Error::from)?;
+        usage::read(COMPONENT, out.item.as_ref().map_or(0, formbridge_shared::capacity::item_size), true);
+        match out.item {
+            Some(item) => {
+                StoredSubmission::from_item(&item).map(Some).map_err(|e| EngineError::Submission(e.to_string()))
+            }
+            // Messages of version 1 carry no expiry: a missing submission there has expired.
+            None if m.expires_at.is_none() => Ok(None),
+            None => Err(EngineError::SubmissionMissing),
+        }
+    }
+
+    /// A free slot of this destination, waiting for one at most `busy_defer`.
+    async fn acquire_slot(&self, dest: &Destination) -> Option<OwnedSemaphorePermit> {
+        let slot = self.slot(dest);
+        if let Ok(p) = slot.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        tokio::time::timeout(self.settings.busy_defer, slot.acquire_owned()).await.ok()?.ok()
+    }
+
+    /// Phase 3: sign and send.
+    async fn send(&self, m: &DeliveryMessage, r: &Ready) -> Result<Sent, EngineError> {
+        let dest = &r.dest;
         let err = |e: String| EngineError::Destination(dest.id, e);
         let secret = dest.signing_secret(&self.keyring).map_err(|e| err(e.to_string()))?;
         let auth = dest.auth(&self.keyring).map_err(|e| err(e.to_string()))?;
-        let body = send::body_for(dest.kind, &sub);
-        let ts = i64::try_from(now / 1000).unwrap_or(0);
+        let body = send::body_for(dest.kind, &r.sub);
+        let started_ms = now_ms();
+        let ts = i64::try_from(started_ms / 1000).unwrap_or(0);
+        let webhook_id = m.webhook_id();
         let signature = standardwebhooks::Webhook::new(secret.expose())
-            .and_then(|w| w.sign(&rec.webhook_id, ts, &body))
+            .and_then(|w| w.sign(&webhook_id, ts, &body))
             .map_err(|e| err(format!("cannot sign: {e}")))?;
-        let headers = send::headers(&rec.webhook_id, ts, &signature, auth.as_ref()).map_err(err)?;
+        let headers = send::headers(&webhook_id, ts, &signature, auth.as_ref()).map_err(err)?;
         let outcome = self.sender.send(&dest.url, headers, body, Duration::from_millis(dest.timeout_ms)).await;
-        let done = now_ms();
         let verdict = send::verdict(&outcome);
-        metrics::counter!("delivery_attempts_total", "outcome" => verdict_label(verdict)).increment(1);
-        metrics::histogram!("delivery_attempt_seconds").record(outcome.latency.as_secs_f64());
+        AttemptSent { outcome: verdict_label(verdict), status: outcome.status, latency: outcome.latency }.emit();
+        Ok(Sent { outcome, verdict, started_ms, done_ms: now_ms() })
+    }
 
-        // Decide what comes next.
-        let in_round = usize::from(m.attempt.saturating_sub(rec.round_start));
-        let (status, next_ms, reason) = match verdict {
-            Verdict::Succeeded => (Status::Succeeded, done, None),
-            Verdict::Gone => (Status::Failed, done, Some("gone")),
-            Verdict::Fail(r) => (Status::Failed, done, Some(r)),
-            Verdict::RetryTransient | Verdict::RetryClientError => {
-                let transient = verdict == Verdict::RetryTransient;
-                let list = if transient { &dest.policy.retry_schedule } else { &dest.policy.client_error_schedule };
-                match Schedule::new(list).delay(in_round) {
-                    Some(d) => {
-                        let d = honour_retry_after(d, outcome.retry_after, self.settings.retry_after_cap);
-                        (Status::Retrying, done + d.as_millis() as u64, None)
-                    }
-                    None => (Status::Failed, done, Some(if transient { "exhausted" } else { "client_error" })),
-                }
-            }
+    /// Phase 5: record the attempt. Returns the record as written, or `None` when another
+    /// worker recorded first (this send is still recorded, as an attempt item).
+    async fn record(
+        &self,
+        m: &DeliveryMessage,
+        r: &Ready,
+        sent: &Sent,
+        d: &Decision,
+    ) -> Result<Option<DeliveryRecord>, EngineError> {
+        let o = &sent.outcome;
+        let succeeded = d.status == Status::Succeeded;
+        let response = if succeeded {
+            formbridge_shared::delivery::truncate_body(o.body.as_bytes(), MAX_SUCCESS_RESPONSE_BYTES)
+        } else {
+            o.body.clone()
         };
-        if status == Status::Retrying {
-            let next = DeliveryMessage { attempt: m.attempt + 1, due_ms: next_ms, trigger: m.trigger, ..m.clone() };
-            self.queue.enqueue(std::slice::from_ref(&next)).await?;
-        }
-        let error_text = send::error_text(&outcome);
+        let error_text = send::error_text(o);
         let attempt = Attempt {
             attempt: m.attempt,
-            at: rfc3339_ms(now),
-            at_ms: now,
-            status_code: outcome.status,
-            error_class: outcome.error.map(|c| c.as_str().to_owned()),
+            at_ms: sent.started_ms,
+            status_code: o.status,
+            error_class: o.error,
             error: error_text.clone(),
-            latency_ms: outcome.latency.as_millis() as u64,
-            response: outcome.body.clone(),
-            trigger: m.trigger.as_str().to_owned(),
+            latency_ms: ms(o.latency),
+            response,
+            trigger: m.trigger,
+            sends: 1,
         };
-        self.put_attempt(&rec, &attempt).await?;
+        let before = r.record.clone().unwrap_or_else(|| self.new_record(m, &r.sub.form_id, sent.done_ms));
+        let inline = m.attempt == 1 && before.first_attempt.is_none();
         let after = DeliveryRecord {
-            status,
+            status: d.status,
             attempts: m.attempt,
-            next_attempt_ms: next_ms,
-            updated_at: rfc3339_ms(done),
-            last_status: Some(outcome.status),
-            last_error: error_text.clone(),
-            reason: reason.map(str::to_owned),
-            ..rec.clone()
+            next_attempt_ms: d.next_ms,
+            updated_ms: sent.done_ms,
+            last_status: Some(o.status),
+            last_error: error_text,
+            last_latency_ms: Some(attempt.latency_ms),
+            reason: d.reason,
+            claim: None,
+            first_attempt: if inline { Some(attempt.clone()) } else { before.first_attempt.clone() },
+            ..before.clone()
         };
-        if !self.records.replace(&rec, &after).await? {
-            tracing::info!(webhook_id = %rec.webhook_id, "another worker recorded this attempt first");
-            return Ok(());
+        if r.record.is_none() {
+            if self.records.create(&after).await? {
+                return Ok(Some(after));
+            }
+            // A duplicate first-attempt message raced the original: both sends are recorded.
+            DuplicateSend.emit();
+            self.records.put_attempt(&after, &attempt).await?;
+            return Ok(None);
         }
+        if !inline {
+            self.records.put_attempt(&before, &attempt).await?;
+        }
+        if self.records.replace(&before, &after).await? {
+            Ok(Some(after))
+        } else {
+            tracing::info!("another worker recorded this attempt first");
+            Ok(None)
+        }
+    }
 
-        // Health, breaker, events.
-        let transition = match verdict {
+    fn new_record(&self, m: &DeliveryMessage, form_id: &str, now: u64) -> DeliveryRecord {
+        DeliveryRecord {
+            tenant: m.tenant.clone(),
+            shard: m.shard,
+            submission: m.submission,
+            destination: m.destination,
+            status: Status::Pending,
+            attempts: 0,
+            round_start: 0,
+            next_attempt_ms: now,
+            form_id: m.form_id.clone().unwrap_or_else(|| form_id.to_owned()),
+            created_ms: now,
+            updated_ms: now,
+            last_status: None,
+            last_error: None,
+            last_latency_ms: None,
+            reason: None,
+            claim: None,
+            first_attempt: None,
+            expires_at: m.expires_at.unwrap_or(0),
+        }
+    }
+
+    /// Phase 6: health, breaker and bus events.
+    async fn after(&self, m: &DeliveryMessage, r: &Ready, sent: &Sent, rec: &DeliveryRecord) {
+        let (dest, done) = (&r.dest, sent.done_ms);
+        let health = match sent.verdict {
             Verdict::RetryTransient => {
                 let cooldown = |trips| self.settings.cooldown(trips);
-                let (h, t) = self
-                    .health
-                    .failure(&m.tenant, &dest.id, done, self.settings.breaker_threshold, cooldown, probing)
-                    .await?;
-                self.health_cache.insert((m.tenant.clone(), dest.id), h).await;
-                t.map(|t| (t, error_text.clone()))
+                let threshold = self.settings.breaker_threshold;
+                self.health
+                    .failure(&m.tenant, &dest.id, done, threshold, cooldown, r.probing)
+                    .await
+                    .map(|(h, t)| (h, t.map(|t| (t, rec.last_error.clone()))))
             }
             Verdict::Succeeded | Verdict::RetryClientError => {
-                let (h, t) = self.health.success(&m.tenant, &dest.id, done, &h).await?;
-                self.health_cache.insert((m.tenant.clone(), dest.id), h).await;
-                t.map(|t| (t, None))
+                self.health.success(&m.tenant, &dest.id, done, &r.health).await.map(|(h, t)| (h, t.map(|t| (t, None))))
             }
-            Verdict::Gone | Verdict::Fail(_) => None,
+            Verdict::Gone | Verdict::Fail(_) => Ok((r.health.clone(), None)),
         };
-        if let Some((t, last_error)) = transition {
-            self.publish_transition(&m.tenant, &dest.id, t, last_error, done).await;
+        match health {
+            Ok((h, transition)) => {
+                self.health_cache.insert((m.tenant.clone(), dest.id), h).await;
+                if let Some((t, last_error)) = transition {
+                    self.publish_transition(&m.tenant, &dest.id, t, last_error, done).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not update destination health"),
         }
-        if verdict == Verdict::Gone {
-            self.disable_gone(&dest, outcome.status, done).await;
+        if sent.verdict == Verdict::Gone {
+            self.disable_gone(dest, sent.outcome.status, done).await;
         }
-        if status == Status::Failed {
-            self.publish_failed(&after, done).await;
-        }
-        Ok(())
-    }
-
-    async fn put_attempt(&self, rec: &DeliveryRecord, a: &Attempt) -> Result<(), EngineError> {
-        let put = self
-            .store
-            .client()
-            .put_item()
-            .table_name(self.store.table())
-            .set_item(Some(a.to_item(rec)))
-            .condition_expression("attribute_not_exists(PK)")
-            .send()
-            .await
-            .map_err(DynErr::from);
-        match put {
-            Ok(_) | Err(DynErr::ConditionalCheckFailedException(_)) => Ok(()),
-            Err(e) => Err(e.into()),
+        if rec.status == Status::Failed {
+            self.failed(rec, done).await;
         }
     }
 
-    async fn fail_without_attempt(&self, rec: &DeliveryRecord, reason: &str, why: &str) -> Result<(), EngineError> {
+    async fn failed(&self, rec: &DeliveryRecord, at_ms: u64) {
+        if let Some(reason) = rec.reason {
+            events::DeliveryFailed { reason }.emit();
+        }
+        self.bus.delivery_failed(rec, at_ms).await;
+    }
+
+    /// Fails a delivery without sending (destination gone or disabled, submission expired).
+    async fn fail_unsent(
+        &self,
+        m: &DeliveryMessage,
+        existing: Option<&DeliveryRecord>,
+        reason: FailureReason,
+    ) -> Result<Admitted, EngineError> {
         let done = now_ms();
-        let after = DeliveryRecord {
+        let base = existing.cloned().unwrap_or_else(|| self.new_record(m, "", done));
+        let why = match reason {
+            FailureReason::DestinationDeleted => "the destination was deleted",
+            FailureReason::DestinationDisabled => "the destination is disabled",
+            FailureReason::SubmissionExpired => "the submission is no longer stored",
+            _ => "the delivery could not be attempted",
+        };
+        let failed = DeliveryRecord {
             status: Status::Failed,
             next_attempt_ms: done,
-            updated_at: rfc3339_ms(done),
+            updated_ms: done,
             last_error: Some(why.to_owned()),
-            reason: Some(reason.to_owned()),
-            ..rec.clone()
+            reason: Some(reason),
+            claim: None,
+            ..base
         };
-        if self.records.replace(rec, &after).await? {
-            self.publish_failed(&after, done).await;
+        if self.records.fail(existing, &failed).await? {
+            self.failed(&failed, done).await;
         }
-        Ok(())
-    }
-
-    async fn publish_failed(&self, r: &DeliveryRecord, at: u64) {
-        metrics::counter!("delivery_failed_total", "reason" => r.reason.clone().unwrap_or_default()).increment(1);
-        let detail = json!({
-            "tenant_id": r.tenant,
-            "destination_id": r.destination,
-            "submission_id": r.submission,
-            "webhook_id": r.webhook_id,
-            "attempts": r.attempts,
-            "last_status": r.last_status.unwrap_or(0),
-            "last_error": r.last_error,
-            "reason": r.reason,
-            "failed_at": rfc3339_ms(at),
-        });
-        self.events.publish(events::DELIVERY_FAILED, detail).await;
+        Ok(Admitted::Settled)
     }
 
     async fn publish_transition(
@@ -438,9 +634,10 @@ impl Engine {
         last_error: Option<String>,
         at: u64,
     ) {
+        use formbridge_shared::clock::rfc3339_ms;
         match t {
             Transition::Paused { consecutive_failures, first_failure_ms, paused_until_ms } => {
-                tracing::warn!(tenant = %tenant, destination = %dest, consecutive_failures, "destination paused");
+                tracing::warn!(consecutive_failures, "destination paused");
                 let detail = json!({
                     "tenant_id": tenant,
                     "destination_id": dest,
@@ -449,10 +646,10 @@ impl Engine {
                     "paused_until": rfc3339_ms(paused_until_ms),
                     "last_error": last_error,
                 });
-                self.events.publish(events::DESTINATION_PAUSED, detail).await;
+                self.bus.publish(events::DESTINATION_PAUSED, detail).await;
             }
             Transition::Recovered { failures_before, paused_at_ms } => {
-                tracing::info!(tenant = %tenant, destination = %dest, "destination recovered");
+                tracing::info!("destination recovered");
                 let detail = json!({
                     "tenant_id": tenant,
                     "destination_id": dest,
@@ -460,7 +657,7 @@ impl Engine {
                     "paused_at": paused_at_ms.map(rfc3339_ms),
                     "recovered_at": rfc3339_ms(at),
                 });
-                self.events.publish(events::DESTINATION_RECOVERED, detail).await;
+                self.bus.publish(events::DESTINATION_RECOVERED, detail).await;
             }
         }
     }
@@ -478,67 +675,63 @@ impl Engine {
         self.destinations.invalidate(&dest.tenant).await;
         match r {
             Ok(_) => {
-                tracing::warn!(tenant = %dest.tenant, destination = %dest.id, "destination answered 410 Gone: disabled");
+                tracing::warn!("destination answered 410 Gone: disabled");
                 let detail = json!({
                     "tenant_id": dest.tenant,
                     "destination_id": dest.id,
-                    "reason": "gone",
+                    "reason": FailureReason::Gone,
                     "last_status": status,
-                    "disabled_at": rfc3339_ms(at),
+                    "disabled_at": formbridge_shared::clock::rfc3339_ms(at),
                 });
-                self.events.publish(events::DESTINATION_DISABLED, detail).await;
+                self.bus.publish(events::DESTINATION_DISABLED, detail).await;
             }
-            Err(e) => tracing::error!(destination = %dest.id, error = %e, "could not disable a destination after 410"),
+            Err(e) => tracing::error!(error = %e, "could not disable a destination after 410"),
         }
     }
 
-    /// Records and enqueues the first attempt of every matching destination of a new
-    /// submission (the stream's fan-out). Returns how many deliveries were created.
+    /// The first-attempt messages of a new submission (the stream's fan-out): one per enabled
+    /// destination that wants it, each carrying the stored submission when it fits. The
+    /// destination list is read fresh when the cached one is older than the submission.
     pub async fn fan_out(
         &self,
+        new: &Item,
         tenant: &TenantId,
         shard: u16,
         submission: formbridge_shared::SubmissionId,
-        form_id: &str,
-        site: &str,
-        expires_at: i64,
-    ) -> Result<Vec<(DeliveryRecord, DeliveryMessage)>, EngineError> {
-        let form = formbridge_shared::FormId::parse(form_id).ok();
+    ) -> Result<Vec<DeliveryMessage>, EngineError> {
+        use formbridge_shared::attrs::{submission as sb, Attrs};
+        let a = Attrs(new);
+        let bad = |e: formbridge_shared::attrs::AttrError| EngineError::Submission(e.to_string());
+        let form_id = a.s(sb::FORM).map_err(bad)?;
+        let site = a.s(sb::SITE).map_err(bad)?;
+        let received_ms = time::OffsetDateTime::parse(
+            a.s(sb::RECEIVED_AT).map_err(bad)?,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map(|t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0))
+        .map_err(|_| EngineError::Submission("received_at is not RFC 3339".into()))?;
+        let expires_at: i64 = a.n(keys::TTL).map_err(bad)?;
+        let inline = formbridge_shared::delivery::message::InlineSubmission::from_item(new)
+            .map_err(|e| EngineError::Submission(e.to_string()))?;
+        let form = FormId::parse(form_id).ok();
+        let dests = self.destinations(tenant, received_ms).await?;
         let now = now_ms();
-        let dests = self.destinations(tenant).await?;
         Ok(dests
+            .list
             .iter()
             .filter(|d| form.as_ref().is_some_and(|f| d.wants(f, site)))
-            .map(|d| {
-                let rec = DeliveryRecord {
-                    tenant: tenant.clone(),
-                    shard,
-                    submission,
-                    destination: d.id,
-                    status: Status::Pending,
-                    attempts: 0,
-                    round_start: 0,
-                    next_attempt_ms: now,
-                    webhook_id: crate::record::webhook_id(&submission, &d.id),
-                    form_id: form_id.to_owned(),
-                    created_at: rfc3339_ms(now),
-                    updated_at: rfc3339_ms(now),
-                    last_status: None,
-                    last_error: None,
-                    reason: None,
-                    expires_at,
-                };
-                let msg = DeliveryMessage {
-                    v: 1,
-                    tenant: tenant.clone(),
-                    shard,
-                    submission,
-                    destination: d.id,
-                    attempt: 1,
-                    due_ms: now,
-                    trigger: Trigger::Scheduled,
-                };
-                (rec, msg)
+            .map(|d| DeliveryMessage {
+                v: VERSION,
+                tenant: tenant.clone(),
+                shard,
+                submission,
+                destination: d.id,
+                attempt: 1,
+                due_ms: now,
+                trigger: Trigger::Scheduled,
+                form_id: Some(form_id.to_owned()),
+                expires_at: Some(expires_at),
+                sub: inline.clone(),
             })
             .collect())
     }
@@ -551,5 +744,45 @@ fn verdict_label(v: Verdict) -> &'static str {
         Verdict::RetryTransient => "transient",
         Verdict::RetryClientError => "client_error",
         Verdict::Fail(_) => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> DeliveryPolicy {
+        DeliveryPolicy { retry_schedule: vec![5, 300], client_error_schedule: vec![60], ..DeliveryPolicy::default() }
+    }
+
+    const CAP: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn success_and_permanent_failures_end_the_delivery() {
+        let d = decide(Verdict::Succeeded, None, &policy(), 1, CAP, 1_000);
+        assert_eq!(d, Decision { status: Status::Succeeded, next_ms: 1_000, reason: None });
+        let d = decide(Verdict::Gone, None, &policy(), 1, CAP, 1_000);
+        assert_eq!((d.status, d.reason), (Status::Failed, Some(FailureReason::Gone)));
+        let d = decide(Verdict::Fail(FailureReason::Redirect), None, &policy(), 1, CAP, 1_000);
+        assert_eq!(d.reason, Some(FailureReason::Redirect));
+    }
+
+    #[test]
+    fn transient_failures_follow_the_schedule_then_exhaust() {
+        let d = decide(Verdict::RetryTransient, None, &policy(), 1, CAP, 10_000);
+        assert_eq!(d.status, Status::Retrying);
+        assert!((14_000..=16_000).contains(&d.next_ms), "5 s ± 20%: {}", d.next_ms);
+        let d = decide(Verdict::RetryTransient, None, &policy(), 2, CAP, 10_000);
+        assert!(d.next_ms >= 10_000 + 240_000);
+        let d = decide(Verdict::RetryTransient, None, &policy(), 3, CAP, 10_000);
+        assert_eq!((d.status, d.reason), (Status::Failed, Some(FailureReason::Exhausted)));
+    }
+
+    #[test]
+    fn client_errors_use_the_short_schedule_and_retry_after_is_honoured() {
+        let d = decide(Verdict::RetryClientError, None, &policy(), 2, CAP, 0);
+        assert_eq!((d.status, d.reason), (Status::Failed, Some(FailureReason::ClientError)));
+        let d = decide(Verdict::RetryTransient, Some(Duration::from_secs(120)), &policy(), 1, CAP, 0);
+        assert_eq!(d.next_ms, 120_000, "a longer Retry-After wins over the 5 s step");
     }
 }

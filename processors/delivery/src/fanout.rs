@@ -1,17 +1,18 @@
 //! The stream half: a consumer group on the `FormBridgeData` stream. Each new submission (an
-//! INSERT, never a rewrite) gets one delivery record per matching enabled destination, and a
-//! message on the delivery queue for its first attempt. The checkpoint moves only after both
-//! are durable; the sending happens off the stream, so a slow destination never holds a shard.
+//! INSERT, never a rewrite) gets a message on the delivery queue for its first attempt to each
+//! matching enabled destination, carrying the stored submission when it fits. Nothing is written
+//! to the table here: a delivery's record is written once, when its first attempt ends. The
+//! checkpoint moves only after the messages are queued; the sending happens off the stream, so a
+//! slow destination never holds a shard.
 //!
-//! A re-read batch (crash, lease hand-over) finds its records already there (conditional put)
-//! and queues the first attempt again; the queue worker drops it as stale if the delivery has
-//! moved on.
+//! A re-read batch (crash, lease hand-over) queues the first attempts again; the worker drops
+//! each as a duplicate when its record exists.
 
 use std::sync::Arc;
 
 use formbridge_shared::keys::Entity;
+use formbridge_shared::queue::Outgoing;
 use formbridge_shared::stream::{BatchProcessor, Change, ChangeKind, Committer, ProcessError};
-use futures::{StreamExt, TryStreamExt};
 
 use crate::engine::{Engine, EngineError};
 
@@ -26,41 +27,21 @@ fn failed(e: EngineError) -> ProcessError {
 
 impl BatchProcessor for FanOut {
     async fn process(&self, records: &[Change], _committer: &mut Committer<'_>) -> Result<(), ProcessError> {
-        let mut planned = Vec::new();
+        let mut messages = Vec::new();
         for c in records {
             let (Entity::Submission { tenant, shard, id }, ChangeKind::Insert, Some(new)) = (&c.entity, c.kind, &c.new)
             else {
                 continue;
             };
-            let form = new.get("form_id").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-            let site = new.get("site").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-            let expires_at = new
-                .get(formbridge_shared::keys::TTL)
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            planned.extend(self.engine.fan_out(tenant, *shard, *id, &form, &site, expires_at).await.map_err(failed)?);
+            messages.extend(self.engine.fan_out(new, tenant, *shard, *id).await.map_err(failed)?);
         }
-        if planned.is_empty() {
+        if messages.is_empty() {
             return Ok(());
         }
-        let engine = &self.engine;
-        let puts: Vec<_> = planned
-            .iter()
-            .map(|(rec, _)| {
-                let (records, rec) = (engine.records.clone(), rec.clone());
-                async move { records.create(&rec).await }
-            })
-            .collect();
-        let created: Vec<bool> = futures::stream::iter(puts)
-            .buffer_unordered(32)
-            .try_collect()
-            .await
-            .map_err(|e| ProcessError::Failed(e.to_string()))?;
-        let fresh = created.iter().filter(|c| **c).count();
-        metrics::counter!("delivery_records_created_total").increment(fresh as u64);
-        let messages: Vec<_> = planned.into_iter().map(|(_, m)| m).collect();
-        engine.queue.enqueue(&messages).await.map_err(failed)?;
+        let now = formbridge_shared::clock::now_ms();
+        let outgoing: Vec<_> = messages.iter().map(|m| Outgoing::new(m.body()).due(m.due_ms, now)).collect();
+        self.engine.queue.send_all(&outgoing).await.map_err(|e| ProcessError::Failed(e.to_string()))?;
+        metrics::counter!("delivery_messages_enqueued_total").increment(messages.len() as u64);
         Ok(())
     }
 }

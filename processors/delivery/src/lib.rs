@@ -1,37 +1,40 @@
 //! The delivery worker: fans each stored submission out to its tenant's destinations and
 //! delivers it, signed, with every attempt recorded.
 //!
-//! Two halves in one process, each runnable as many instances as wanted:
-//! - `fanout`: a consumer group on the table's stream (leases, checkpoints) that creates the
-//!   delivery records of each new submission and queues their first attempts;
+//! Three loops in one process, each runnable as many instances as wanted:
+//! - `fanout`: a consumer group on the table's stream (leases, checkpoints) that queues the
+//!   first attempt of each new submission to each matching destination;
 //! - `worker`: pollers of the delivery queue that send, record, schedule retries (the same
 //!   queue, with DelaySeconds), keep destination health and the circuit breaker, and publish
-//!   events.
+//!   events;
+//! - `dead_letters`: settles messages that reached the delivery DLQ as failed deliveries.
 //!
-//! `replay` is used by `formbridge-admin delivery replay`.
+//! The data model (records, attempts, messages, health, replay, history) lives in
+//! `formbridge_shared::delivery`, so readers never link this crate.
 
-pub mod config;
-pub mod engine;
-pub mod events;
-pub mod fanout;
-pub mod health;
-pub mod message;
-pub mod queue;
-pub mod record;
-pub mod replay;
-pub mod schedule;
-pub mod send;
-pub mod ssrf;
-pub mod worker;
+mod config;
+mod dead_letters;
+mod engine;
+mod events;
+mod fanout;
+mod schedule;
+mod send;
+mod ssrf;
+mod worker;
 
 use std::sync::Arc;
 
 use formbridge_shared::aws::{AwsClients, ConfigError};
+use formbridge_shared::queue::{Queue, QueueError};
 use formbridge_shared::store::DataStore;
 use formbridge_shared::stream::{self, DynamoStreams, LeaseTable};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+pub use engine::{decide, Decision, Engine, COMPONENT};
+pub use schedule::Schedule;
+pub use send::{Verdict, USER_AGENT};
+pub use ssrf::AddressPolicy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -39,33 +42,25 @@ pub enum DeliveryError {
     Config(#[from] ConfigError),
     #[error("cannot open the table's stream: {0}")]
     Stream(#[from] stream::ShardError),
-    #[error("cannot find the delivery queue {name}: {source}")]
-    Queue { name: String, source: aws_sdk_sqs::Error },
+    #[error(transparent)]
+    Queue(#[from] QueueError),
 }
 
 /// Builds the engine from the configuration.
-pub async fn engine(config: &Config, aws: &AwsClients) -> Result<Arc<engine::Engine>, DeliveryError> {
+pub async fn engine(config: &Config, aws: &AwsClients) -> Result<Arc<Engine>, DeliveryError> {
     let keyring = config.keyring.load()?;
-    let queue = queue::DeliveryQueue::open(aws.sqs.clone(), &config.resources.delivery_queue)
-        .await
-        .map_err(|source| DeliveryError::Queue { name: config.resources.delivery_queue.clone(), source })?;
+    let queue = Queue::open(aws.sqs.clone(), &config.resources.delivery_queue, COMPONENT).await?;
     let store = DataStore::new(aws.dynamodb.clone(), config.resources.table.clone());
-    let events = events::Events { client: aws.eventbridge.clone(), bus: config.resources.event_bus.clone() };
+    let bus = events::Bus { client: aws.eventbridge.clone(), bus: config.resources.event_bus.clone() };
     let sender = send::Sender::new(ssrf::AddressPolicy { allow_loopback: config.allow_loopback });
-    Ok(Arc::new(engine::Engine::new(
-        store,
-        queue,
-        events,
-        keyring,
-        sender,
-        engine::EngineSettings::from_config(config),
-    )))
+    Ok(Arc::new(Engine::new(store, queue, bus, keyring, sender, engine::EngineSettings::from_config(config))))
 }
 
-/// Runs both halves until `shutdown`; stream leases are released and attempts in flight are
+/// Runs every loop until `shutdown`; stream leases are released and attempts in flight are
 /// recorded on the way out.
 pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -> Result<(), DeliveryError> {
     let engine = engine(&config, &aws).await?;
+    let dlq = Queue::open(aws.sqs.clone(), &config.resources.delivery_dlq, COMPONENT).await?;
     let streams = DynamoStreams::for_table(&aws.dynamodb, aws.streams.clone(), &config.resources.table).await?;
     let leases = LeaseTable {
         client: aws.dynamodb.clone(),
@@ -75,7 +70,33 @@ pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -
     let alarms = stream::Alarms { eventbridge: Some((aws.eventbridge.clone(), config.resources.event_bus.clone())) };
     let fan = Arc::new(fanout::FanOut { engine: engine.clone() });
     let consumer = stream::run(streams, leases, fan, config.consumer(), alarms, shutdown.clone());
-    let workers = worker::run(engine, config.pollers, config.max_in_flight, shutdown);
-    tokio::join!(consumer, workers);
+    let settings = worker::PollSettings {
+        pollers: config.pollers,
+        max_in_flight: config.max_in_flight,
+        receive_linger: std::time::Duration::from_millis(config.receive_linger_ms),
+    };
+    let workers = worker::run(engine.clone(), settings, shutdown.clone());
+    let dead = dead_letters::run(engine, dlq, shutdown);
+    tokio::join!(consumer, workers, dead);
     Ok(())
+}
+
+/// Settles the messages now in the delivery DLQ (what the running worker does continuously);
+/// returns how many deliveries it marked failed. For tests and operators.
+pub async fn settle_dead_letters(config: &Config, aws: &AwsClients) -> Result<usize, DeliveryError> {
+    let engine = engine(config, aws).await?;
+    let dlq = Queue::open(aws.sqs.clone(), &config.resources.delivery_dlq, COMPONENT).await?;
+    let mut settled = 0;
+    loop {
+        let batch = dlq.receive(10, std::time::Duration::from_secs(1)).await?;
+        if batch.is_empty() {
+            return Ok(settled);
+        }
+        for m in batch {
+            if let Ok(changed) = dead_letters::settle(&engine, &m).await {
+                settled += usize::from(changed);
+                let _ = dlq.delete(std::slice::from_ref(&m.receipt)).await;
+            }
+        }
+    }
 }

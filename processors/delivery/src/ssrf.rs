@@ -61,7 +61,8 @@ pub struct DnsError {
 }
 
 /// Refuses `ip` unless it is a public address (or loopback allowed by `policy`).
-pub fn check_ip(ip: IpAddr, policy: AddressPolicy) -> Result<(), BlockedAddress> {
+#[cfg(test)]
+fn check_ip(ip: IpAddr, policy: AddressPolicy) -> Result<(), BlockedAddress> {
     check_ip_for_host(&ip.to_string(), ip, policy)
 }
 
@@ -209,39 +210,7 @@ fn vet(host: &str, addrs: Vec<SocketAddr>, policy: AddressPolicy) -> Result<Vec<
     Ok(addrs)
 }
 
-/// What kind of failure a send ended in: a low-cardinality label for metrics and the retry decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorClass {
-    Timeout,
-    ConnectionRefused,
-    Dns,
-    Tls,
-    BlockedAddress,
-    Connection,
-    Redirect,
-    Other,
-}
-
-impl ErrorClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Timeout => "timeout",
-            Self::ConnectionRefused => "connection_refused",
-            Self::Dns => "dns",
-            Self::Tls => "tls",
-            Self::BlockedAddress => "blocked_address",
-            Self::Connection => "connection",
-            Self::Redirect => "redirect",
-            Self::Other => "other",
-        }
-    }
-
-    /// Whether sending again later might succeed. A refused address or a refused redirect will be refused
-    /// again until the tenant changes the destination.
-    pub fn retryable(self) -> bool {
-        !matches!(self, Self::BlockedAddress | Self::Redirect)
-    }
-}
+pub use formbridge_shared::delivery::ErrorClass;
 
 /// The errors beneath `err`, outermost first.
 fn sources<'a>(err: &'a reqwest::Error) -> impl Iterator<Item = &'a (dyn StdError + 'static)> + Clone {

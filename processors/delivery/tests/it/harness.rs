@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use formbridge_delivery::record::{DeliveryHistory, Status};
-use formbridge_delivery::{replay, Config};
+use formbridge_delivery::Config;
 use formbridge_shared::aws::{AwsClients, ResourceNames};
 use formbridge_shared::codec::PayloadCodec;
+use formbridge_shared::delivery::history::{self, DeliveryHistory};
+use formbridge_shared::delivery::Status;
 use formbridge_shared::destination::{DeliveryPolicy, Destination, DestinationKind, DestinationSpec};
 use formbridge_shared::secrets::{Keyring, SigningSecret};
 use formbridge_shared::sharding::ShardHistory;
@@ -159,7 +160,7 @@ impl Stack {
     }
 
     pub async fn history(&self, id: &SubmissionId) -> Vec<DeliveryHistory> {
-        replay::history(&self.store, &self.profile, id).await.unwrap()
+        history::read(&self.store, &self.profile, id, &[]).await.unwrap().map(|h| h.deliveries).unwrap_or_default()
     }
 
     /// Waits until every submission's delivery records satisfy `done` (or panics after `limit`).
@@ -222,7 +223,7 @@ impl Stack {
 }
 
 pub fn all_are(status: Status) -> impl Fn(&[DeliveryHistory]) -> bool {
-    move |h| !h.is_empty() && h.iter().all(|d| d.record.status == status)
+    move |h| !h.is_empty() && h.iter().all(|d| d.status == status)
 }
 
 /// An EventBridge rule on the stack's bus that copies `formbridge.delivery` events to a queue.

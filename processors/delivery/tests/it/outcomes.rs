@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use formbridge_delivery::record::Status;
+use formbridge_shared::delivery::{FailureReason, Status};
 use formbridge_shared::destination::{replace_auth, DeliveryPolicy, DestinationAuth};
 
 use crate::harness::*;
@@ -54,11 +54,11 @@ async fn a_healthy_destination_gets_each_submission_once_signed() {
         let h = &all[id];
         assert_eq!(h.len(), 1);
         let d = &h[0];
-        assert_eq!(d.record.attempts, 1);
+        assert_eq!(d.record.as_ref().unwrap().attempts, 1);
         assert_eq!(d.attempts.len(), 1);
         assert_eq!(d.attempts[0].status_code, 200);
         assert_eq!(d.attempts[0].response, "receiver says hi");
-        assert!(got.iter().any(|r| r.webhook_id == d.record.webhook_id && r.submission_id == id.to_string()));
+        assert!(got.iter().any(|r| r.webhook_id == d.webhook_id && r.submission_id == id.to_string()));
     }
     stop.cancel();
     worker.await.unwrap();
@@ -74,12 +74,12 @@ async fn two_500s_then_200_succeeds_on_the_third_attempt() {
     let ids = stack.submit(1).await;
     let all = stack.wait_for(&ids, LIMIT, all_are(Status::Succeeded)).await;
     let d = &all[&ids[0]][0];
-    assert_eq!(d.record.attempts, 3);
+    assert_eq!(d.record.as_ref().unwrap().attempts, 3);
     let codes: Vec<u16> = d.attempts.iter().map(|a| a.status_code).collect();
     assert_eq!(codes, vec![500, 500, 200]);
     let got = rx.received();
     assert_eq!(got.len(), 3);
-    assert!(got.iter().all(|r| r.webhook_id == d.record.webhook_id), "one webhook-id across retries");
+    assert!(got.iter().all(|r| r.webhook_id == d.webhook_id), "one webhook-id across retries");
     stop.cancel();
     worker.await.unwrap();
 }
@@ -93,7 +93,7 @@ async fn a_410_disables_the_destination_with_an_event() {
     let ids = stack.submit(1).await;
     let all = stack.wait_for(&ids, LIMIT, all_are(Status::Failed)).await;
     let d = &all[&ids[0]][0];
-    assert_eq!(d.record.reason.as_deref(), Some("gone"));
+    assert_eq!(d.record.as_ref().unwrap().reason, Some(FailureReason::Gone));
     assert_eq!(d.attempts.len(), 1, "410 is not retried");
     assert!(!stack.destination_enabled(&dest).await, "410 disables the destination");
 
@@ -152,7 +152,7 @@ async fn a_hanging_destination_times_out_and_is_retried() {
     let d = &all[&ids[0]][0];
     assert_eq!(d.attempts.len(), 2);
     assert_eq!(d.attempts[0].status_code, 0);
-    assert_eq!(d.attempts[0].error_class.as_deref(), Some("timeout"));
+    assert_eq!(d.attempts[0].error_class, Some(formbridge_shared::delivery::ErrorClass::Timeout));
     assert_eq!(d.attempts[1].status_code, 200);
     stop.cancel();
     worker.await.unwrap();
@@ -171,7 +171,11 @@ async fn a_refused_connection_is_retried_until_the_receiver_is_up() {
     let ids = stack.submit(1).await;
     stack
         .wait_for(&ids, LIMIT, |h| {
-            h.iter().any(|d| d.attempts.iter().any(|a| a.error_class.as_deref() == Some("connection_refused")))
+            h.iter().any(|d| {
+                d.attempts
+                    .iter()
+                    .any(|a| a.error_class == Some(formbridge_shared::delivery::ErrorClass::ConnectionRefused))
+            })
         })
         .await;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
@@ -198,13 +202,12 @@ async fn the_ssrf_guard_refuses_private_addresses_when_loopback_is_not_allowed()
     config.allow_loopback = false;
     let (stop, worker) = stack.start(config);
     let ids = stack.submit(1).await;
-    let all =
-        stack.wait_for(&ids, LIMIT, |h| h.len() == 4 && h.iter().all(|d| d.record.status == Status::Failed)).await;
+    let all = stack.wait_for(&ids, LIMIT, |h| h.len() == 4 && h.iter().all(|d| d.status == Status::Failed)).await;
     for d in &all[&ids[0]] {
-        assert_eq!(d.record.reason.as_deref(), Some("blocked_address"), "{d:?}");
+        assert_eq!(d.record.as_ref().unwrap().reason, Some(FailureReason::BlockedAddress), "{d:?}");
         assert_eq!(d.attempts.len(), 1, "a refused address is not retried");
-        assert_eq!(d.attempts[0].error_class.as_deref(), Some("blocked_address"));
-        assert!([a.id, b.id, c.id, m.id].contains(&d.record.destination));
+        assert_eq!(d.attempts[0].error_class, Some(formbridge_shared::delivery::ErrorClass::BlockedAddress));
+        assert!([a.id, b.id, c.id, m.id].contains(&d.destination));
     }
     assert!(rx.received().is_empty(), "nothing reached the loopback receiver");
     stop.cancel();

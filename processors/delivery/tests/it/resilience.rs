@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use formbridge_delivery::queue::DeliveryQueue;
-use formbridge_delivery::record::Status;
-use formbridge_delivery::replay::{ReplayFilter, Replayer};
+use formbridge_shared::delivery::replay::{ReplayFilter, Replayer};
+use formbridge_shared::delivery::{FailureReason, Records, Status};
 use formbridge_shared::destination::DeliveryPolicy;
+use formbridge_shared::queue::Queue;
 
 use crate::harness::*;
 
@@ -141,12 +141,12 @@ async fn killing_the_worker_loses_nothing_and_duplicates_keep_their_webhook_id()
         .unwrap();
     // Messages a killed worker had received come back after the queue's visibility timeout
     // (90 s in production); shortened here so the test does not wait that long.
-    let queue = DeliveryQueue::open(stack.aws.sqs.clone(), &stack.names.delivery_queue).await.unwrap();
+    let queue = Queue::open(stack.aws.sqs.clone(), &stack.names.delivery_queue, "test").await.unwrap();
     stack
         .aws
         .sqs
         .set_queue_attributes()
-        .queue_url(&queue.url)
+        .queue_url(queue.url())
         .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "10")
         .send()
         .await
@@ -174,7 +174,7 @@ async fn killing_the_worker_loses_nothing_and_duplicates_keep_their_webhook_id()
         *per_id.entry(r.webhook_id.as_str()).or_default() += 1;
     }
     for id in &ids {
-        let wid = &all[id][0].record.webhook_id;
+        let wid = &all[id][0].webhook_id;
         assert!(per_id.contains_key(wid.as_str()), "submission {id} never arrived");
     }
     assert_eq!(per_id.len(), N, "only our webhook-ids, one per submission: {per_id:?}");
@@ -199,11 +199,13 @@ async fn failed_deliveries_are_replayed_after_the_destination_recovers() {
     let (stop, worker) = stack.start(config);
     let ids = stack.submit(N).await;
     let failed = stack.wait_for(&ids, LIMIT, all_are(Status::Failed)).await;
-    let first_ids: Vec<String> = failed.values().map(|h| h[0].record.webhook_id.clone()).collect();
-    assert!(failed.values().all(|h| h[0].record.reason.as_deref() == Some("exhausted") && h[0].attempts.len() == 2));
+    let first_ids: Vec<String> = failed.values().map(|h| h[0].webhook_id.clone()).collect();
+    assert!(failed
+        .values()
+        .all(|h| h[0].record.as_ref().unwrap().reason == Some(FailureReason::Exhausted) && h[0].attempts.len() == 2));
 
-    let queue = DeliveryQueue::open(stack.aws.sqs.clone(), &stack.names.delivery_queue).await.unwrap();
-    let replayer = Replayer::new(stack.store.clone(), queue);
+    let queue = Queue::open(stack.aws.sqs.clone(), &stack.names.delivery_queue, "test").await.unwrap();
+    let replayer = Replayer { records: Records::new(stack.store.clone(), "test"), queue };
     let filter = ReplayFilter {
         tenant: stack.tenant().clone(),
         destination: Some(dest.id),
@@ -224,9 +226,9 @@ async fn failed_deliveries_are_replayed_after_the_destination_recovers() {
     for h in done.values() {
         let d = &h[0];
         assert_eq!(d.attempts.len(), 3);
-        assert_eq!(d.attempts[2].trigger, "replay");
+        assert_eq!(d.attempts[2].trigger, formbridge_shared::delivery::Trigger::Replay);
         assert_eq!(d.attempts[2].status_code, 200);
-        assert!(first_ids.contains(&d.record.webhook_id), "a replay keeps the webhook-id");
+        assert!(first_ids.contains(&d.webhook_id), "a replay keeps the webhook-id");
     }
     assert!(replayer.matching(&filter).await.unwrap().is_empty(), "nothing failed is left");
     let events = stack.events().await;
@@ -272,14 +274,14 @@ async fn the_breaker_pauses_a_failing_destination_and_a_probe_reopens_it() {
     let recovered: Vec<_> = events.iter().filter(|(t, _)| t == "DestinationRecovered").collect();
     assert_eq!(recovered.len(), 1, "{events:?}");
     assert_schema("destination-recovered.schema.json", &recovered[0].1);
-    let h = formbridge_delivery::health::HealthStore {
+    let h = formbridge_shared::delivery::health::HealthStore {
         client: stack.aws.dynamodb.clone(),
         table: stack.names.table.clone(),
     }
     .get(stack.tenant(), &dest.id)
     .await
     .unwrap();
-    assert_eq!(h.state, formbridge_delivery::health::BreakerState::Closed);
+    assert_eq!(h.state, formbridge_shared::delivery::health::BreakerState::Closed);
     assert_eq!(h.consecutive_failures, 0);
     stop.cancel();
     worker.await.unwrap();

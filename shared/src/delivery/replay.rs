@@ -4,6 +4,9 @@
 //! already have the submission recognise it. Bulk replays are paced (a token bucket) so they
 //! never flood the delivery queue ahead of live traffic.
 //!
+//! Replaying a pending or retrying delivery is safe while its own message is still queued: both
+//! messages ask for the same attempt number, and only the worker that claims it sends.
+//!
 //! The bulk filter reads the tenant's GSI1 worklist (`DLV#<tenant>#<status>`), which holds
 //! every delivery that is pending, retrying or failed, sorted by its due or failure time: no
 //! scan. Succeeded deliveries are not on it; replay those one at a time.
@@ -11,27 +14,24 @@
 use std::num::NonZeroU32;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use formbridge_shared::keys;
-use formbridge_shared::store::DataStore;
-use formbridge_shared::tenant::TenantProfile;
-use formbridge_shared::{DestinationId, SubmissionId, TenantId};
 use serde::Serialize;
 
-use crate::engine::now_ms;
-use crate::events::rfc3339_ms;
-use crate::message::{DeliveryMessage, Trigger};
-use crate::queue::DeliveryQueue;
-use crate::record::{DeliveryRecord, Records, Status};
+use crate::clock::now_ms;
+use crate::delivery::message::{DeliveryMessage, VERSION};
+use crate::delivery::model::{DeliveryRecord, Status, Trigger};
+use crate::delivery::records::{RecordError, Records};
+use crate::keys;
+use crate::queue::{Outgoing, Queue, QueueError};
+use crate::tenant::TenantProfile;
+use crate::{DestinationId, SubmissionId, TenantId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("DynamoDB: {0}")]
-    Dynamo(#[from] aws_sdk_dynamodb::Error),
     #[error(transparent)]
-    Queue(#[from] crate::engine::EngineError),
-    #[error("{0}")]
-    Store(#[from] formbridge_shared::store::StoreError),
-    #[error("status {0:?} is not on the worklist: bulk replay takes pending, retrying or failed")]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("status {0} is not on the worklist: bulk replay takes pending, retrying or failed")]
     Status(Status),
 }
 
@@ -57,45 +57,51 @@ pub struct ReplayReport {
 #[derive(Debug, Clone)]
 pub struct Replayer {
     pub records: Records,
-    pub queue: DeliveryQueue,
+    pub queue: Queue,
+}
+
+/// The message that performs a delivery's next attempt as a replay.
+pub fn replay_message(rec: &DeliveryRecord, now: u64) -> DeliveryMessage {
+    DeliveryMessage {
+        v: VERSION,
+        tenant: rec.tenant.clone(),
+        shard: rec.shard,
+        submission: rec.submission,
+        destination: rec.destination,
+        attempt: rec.attempts + 1,
+        due_ms: now,
+        trigger: Trigger::Replay,
+        form_id: Some(rec.form_id.clone()),
+        expires_at: Some(rec.expires_at),
+        sub: None,
+    }
 }
 
 impl Replayer {
-    pub fn new(store: DataStore, queue: DeliveryQueue) -> Self {
-        Self { records: Records { store }, queue }
-    }
-
-    fn store(&self) -> &DataStore {
-        &self.records.store
-    }
-
     /// The deliveries a bulk replay would touch (the dry run).
     pub async fn matching(&self, f: &ReplayFilter) -> Result<Vec<DeliveryRecord>, ReplayError> {
-        if f.status == Status::Succeeded {
+        if !f.status.on_worklist() {
             return Err(ReplayError::Status(f.status));
         }
-        let pk = format!("DLV#{}#{}", f.tenant, f.status.as_str());
-        let mut q = self
-            .store()
+        let store = &self.records.store;
+        let items: Vec<_> = store
             .client()
             .query()
-            .table_name(self.store().table())
+            .table_name(store.table())
             .index_name("GSI1")
             .key_condition_expression("GSI1PK = :pk AND GSI1SK BETWEEN :lo AND :hi")
-            .expression_attribute_values(":pk", AttributeValue::S(pk))
+            .expression_attribute_values(":pk", AttributeValue::S(format!("DLV#{}#{}", f.tenant, f.status)))
             .expression_attribute_values(":lo", AttributeValue::S(format!("{:013}#", f.since_ms)))
-            .expression_attribute_values(":hi", AttributeValue::S(format!("{:013}#~", f.until_ms)));
-        if let Some(d) = f.destination {
-            q = q.filter_expression("dest = :d").expression_attribute_values(":d", AttributeValue::S(d.to_string()));
-        }
-        let items: Vec<_> = q
+            .expression_attribute_values(":hi", AttributeValue::S(format!("{:013}#~", f.until_ms)))
             .into_paginator()
             .items()
             .send()
             .collect::<Result<Vec<_>, _>>()
             .await
-            .map_err(aws_sdk_dynamodb::Error::from)?;
-        Ok(items.iter().filter_map(DeliveryRecord::from_item).collect())
+            .map_err(|e| RecordError::Dynamo(e.into()))?;
+        let records =
+            items.iter().map(DeliveryRecord::from_item).collect::<Result<Vec<_>, _>>().map_err(RecordError::from)?;
+        Ok(records.into_iter().filter(|r| f.destination.is_none_or(|d| d == r.destination)).collect())
     }
 
     /// One submission's delivery to one destination, wherever its shard is.
@@ -107,18 +113,7 @@ impl Replayer {
     ) -> Result<Option<DeliveryRecord>, ReplayError> {
         for shard in profile.shards.candidate_shards(submission) {
             let k = keys::delivery(&profile.tenant_id, shard, submission, destination);
-            let out = self
-                .store()
-                .client()
-                .get_item()
-                .table_name(self.store().table())
-                .key(keys::PK, AttributeValue::S(k.pk))
-                .key(keys::SK, AttributeValue::S(k.sk))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(aws_sdk_dynamodb::Error::from)?;
-            if let Some(r) = out.item.as_ref().and_then(DeliveryRecord::from_item) {
+            if let Some(r) = self.records.get(&k, true).await? {
                 return Ok(Some(r));
             }
         }
@@ -135,24 +130,17 @@ impl Replayer {
             status: Status::Pending,
             round_start: rec.attempts,
             next_attempt_ms: now,
-            updated_at: rfc3339_ms(now),
+            updated_ms: now,
             reason: None,
+            // An attempt in flight keeps its claim and absorbs the replay: its message and the
+            // replay's ask for the same attempt number.
             ..rec.clone()
         };
         if rec.status != Status::Pending && !self.records.replace(rec, &after).await? {
             return Ok(false);
         }
-        let msg = DeliveryMessage {
-            v: 1,
-            tenant: rec.tenant.clone(),
-            shard: rec.shard,
-            submission: rec.submission,
-            destination: rec.destination,
-            attempt: rec.attempts + 1,
-            due_ms: now,
-            trigger: Trigger::Replay,
-        };
-        self.queue.enqueue(std::slice::from_ref(&msg)).await?;
+        let msg = replay_message(rec, now);
+        self.queue.send_all(&[Outgoing::new(msg.body())]).await?;
         Ok(true)
     }
 
@@ -174,35 +162,4 @@ impl Replayer {
         }
         Ok(report)
     }
-}
-
-/// A submission's delivery records with their attempts (one Query of its partition family).
-pub async fn history(
-    store: &DataStore,
-    profile: &TenantProfile,
-    submission: &SubmissionId,
-) -> Result<Vec<crate::record::DeliveryHistory>, ReplayError> {
-    for shard in profile.shards.candidate_shards(submission) {
-        let items: Vec<_> = store
-            .client()
-            .query()
-            .table_name(store.table())
-            .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
-            .expression_attribute_values(":pk", AttributeValue::S(keys::submission_pk(&profile.tenant_id, shard)))
-            .expression_attribute_values(
-                ":p",
-                AttributeValue::S(format!("{}#DLV#", keys::submission_family_prefix(submission))),
-            )
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(aws_sdk_dynamodb::Error::from)?;
-        if !items.is_empty() {
-            return Ok(crate::record::histories(&items));
-        }
-    }
-    Ok(Vec::new())
 }

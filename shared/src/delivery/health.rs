@@ -14,15 +14,39 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::attrs::health as hl;
+use crate::keys;
+use crate::{DestinationId, TenantId};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
-use formbridge_shared::keys;
-use formbridge_shared::{DestinationId, TenantId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     Closed,
     Open,
     Probing,
+}
+
+impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::Probing => "probing",
+        }
+    }
+}
+
+/// The health read model: what operators and the API show about a destination.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HealthView {
+    pub tenant: TenantId,
+    pub destination: DestinationId,
+    pub state: BreakerState,
+    pub consecutive_failures: u32,
+    pub first_failure_at: Option<String>,
+    pub last_success_at: Option<String>,
+    pub paused_until: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,22 +77,36 @@ impl Default for Health {
 }
 
 impl Health {
+    pub fn view(&self, tenant: &TenantId, destination: &DestinationId) -> HealthView {
+        use crate::clock::rfc3339_ms;
+        HealthView {
+            tenant: tenant.clone(),
+            destination: *destination,
+            state: self.state,
+            consecutive_failures: self.consecutive_failures,
+            first_failure_at: self.first_failure_ms.map(rfc3339_ms),
+            last_success_at: self.last_success_ms.map(rfc3339_ms),
+            paused_until: (self.state != BreakerState::Closed)
+                .then(|| rfc3339_ms(self.open_until_ms.max(self.probe_until_ms))),
+        }
+    }
+
     fn from_item(item: &HashMap<String, AttributeValue>) -> Health {
         let num = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok());
-        let state = match item.get("state").and_then(|v| v.as_s().ok()).map(String::as_str) {
+        let state = match item.get(hl::STATE).and_then(|v| v.as_s().ok()).map(String::as_str) {
             Some("open") => BreakerState::Open,
             Some("probing") => BreakerState::Probing,
             _ => BreakerState::Closed,
         };
         Health {
             state,
-            consecutive_failures: num("consecutive_failures").unwrap_or(0) as u32,
-            first_failure_ms: num("first_failure_ms"),
-            last_success_ms: num("last_success_ms"),
-            open_until_ms: num("open_until_ms").unwrap_or(0),
-            probe_until_ms: num("probe_until_ms").unwrap_or(0),
-            paused_at_ms: num("paused_at_ms"),
-            trips: num("trips").unwrap_or(0) as u32,
+            consecutive_failures: num(hl::CONSECUTIVE_FAILURES).unwrap_or(0) as u32,
+            first_failure_ms: num(hl::FIRST_FAILURE_MS),
+            last_success_ms: num(hl::LAST_SUCCESS_MS),
+            open_until_ms: num(hl::OPEN_UNTIL_MS).unwrap_or(0),
+            probe_until_ms: num(hl::PROBE_UNTIL_MS).unwrap_or(0),
+            paused_at_ms: num(hl::PAUSED_AT_MS),
+            trips: num(hl::TRIPS).unwrap_or(0) as u32,
         }
     }
 }
@@ -122,7 +160,7 @@ impl HealthStore {
             .table_name(&self.table)
             .key(keys::PK, AttributeValue::S(k.pk))
             .key(keys::SK, AttributeValue::S(k.sk))
-            .expression_attribute_names("#st", "state")
+            .expression_attribute_names("#st", hl::STATE)
     }
 
     pub async fn get(&self, tenant: &TenantId, dest: &DestinationId) -> Result<Health, DynErr> {

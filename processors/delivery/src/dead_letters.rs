@@ -1,0 +1,97 @@
+//! The delivery DLQ's watcher. A delivery message lands there after it failed to be handled
+//! `DELIVERY_MAX_RECEIVE_COUNT` times (a poison message, or a bug). Its delivery must not stay
+//! pending forever, so each one is settled: the delivery is marked `failed` with reason
+//! `dead_lettered` (recorded even when it had no record yet), a `DeliveryFailed` event goes on
+//! the bus, `delivery_dead_lettered_total` counts it, and the message is deleted. An operator
+//! redrives such deliveries with `formbridge-admin delivery replay --status failed`.
+//!
+//! A message that is not even readable is left in the DLQ for an operator, and counted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use formbridge_shared::clock::now_ms;
+use formbridge_shared::delivery::{DeliveryMessage, DeliveryRecord, FailureReason, Status};
+use formbridge_shared::keys;
+use formbridge_shared::queue::{Queue, Received};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, EngineError};
+use crate::events::{DeadLettered, InternalEvent};
+
+pub async fn run(engine: Arc<Engine>, dlq: Queue, shutdown: CancellationToken) {
+    loop {
+        let out = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = dlq.receive(10, Duration::from_secs(20)) => r,
+        };
+        let messages = match out {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the delivery DLQ failed; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        for m in messages {
+            match settle(&engine, &m).await {
+                Ok(settled) => {
+                    DeadLettered { settled }.emit();
+                    if let Err(e) = dlq.delete(std::slice::from_ref(&m.receipt)).await.remove(0) {
+                        tracing::warn!(error = %e, "could not delete a settled DLQ message; it will be settled again");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not settle a dead-lettered delivery; will retry"),
+            }
+        }
+    }
+}
+
+/// Marks the message's delivery failed unless it already ended. Returns whether this call
+/// changed it. An unreadable message is counted and left where it is.
+pub async fn settle(engine: &Engine, m: &Received) -> Result<bool, EngineError> {
+    let Ok(msg) = DeliveryMessage::parse(&m.body) else {
+        metrics::counter!("delivery_dead_letters_unreadable_total").increment(1);
+        return Err(EngineError::Submission("the dead-lettered message is not a delivery message".into()));
+    };
+    let key = keys::delivery(&msg.tenant, msg.shard, &msg.submission, &msg.destination);
+    let existing = engine.records.get(&key, true).await?;
+    if existing.as_ref().is_some_and(|r| r.status.is_final() || r.attempts >= msg.attempt) {
+        return Ok(false);
+    }
+    let now = now_ms();
+    let base = existing.clone().unwrap_or_else(|| DeliveryRecord {
+        tenant: msg.tenant.clone(),
+        shard: msg.shard,
+        submission: msg.submission,
+        destination: msg.destination,
+        status: Status::Pending,
+        attempts: 0,
+        round_start: 0,
+        next_attempt_ms: now,
+        form_id: msg.form_id.clone().unwrap_or_default(),
+        created_ms: now,
+        updated_ms: now,
+        last_status: None,
+        last_error: None,
+        last_latency_ms: None,
+        reason: None,
+        claim: None,
+        first_attempt: None,
+        expires_at: msg.expires_at.unwrap_or(0),
+    });
+    let failed = DeliveryRecord {
+        status: Status::Failed,
+        next_attempt_ms: now,
+        updated_ms: now,
+        last_error: Some("its delivery message was dead-lettered: handling it failed repeatedly".to_owned()),
+        reason: Some(FailureReason::DeadLettered),
+        claim: None,
+        ..base
+    };
+    if !engine.records.fail(existing.as_ref(), &failed).await? {
+        return Ok(false);
+    }
+    engine.bus.delivery_failed(&failed, now).await;
+    Ok(true)
+}

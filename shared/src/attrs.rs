@@ -1,0 +1,164 @@
+//! Attribute names of every item type in `FormBridgeData`, beside `keys.rs` which builds the
+//! keys, and a reader that decodes items with errors naming the attribute.
+//!
+//! Codecs, the aggregator's fold and the fan-out all read through these names, so renaming an
+//! attribute is one edit here, and an item missing an attribute is an error that says which,
+//! never a silent zero.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+/// A stored submission (`SUB#<tenant>#<shard>` / `SUB#<id>`).
+pub mod submission {
+    pub const SITE: &str = "site";
+    pub const FORM: &str = "form_id";
+    pub const RECEIVED_AT: &str = "received_at";
+    pub const RAW_SIZE: &str = "raw_size";
+    pub const CODEC: &str = "codec";
+    pub const PAYLOAD: &str = "payload";
+    /// A hash of the canonical payload: a sender's retry with the same `webhook-id` but a
+    /// different body is told apart from a byte-identical one.
+    pub const BODY_HASH: &str = "body_hash";
+}
+
+/// A delivery record (`SUB#<id>#DLV#<dest>`): where one submission's delivery to one
+/// destination stands, with its first attempt inside it.
+pub mod delivery {
+    pub const STATUS: &str = "status";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const ROUND_START: &str = "round_start";
+    pub const NEXT_ATTEMPT_MS: &str = "next_ms";
+    pub const FORM: &str = "form_id";
+    pub const CREATED_MS: &str = "created_ms";
+    pub const UPDATED_MS: &str = "updated_ms";
+    pub const LAST_STATUS: &str = "last_code";
+    pub const LAST_ERROR: &str = "last_error";
+    pub const LAST_LATENCY_MS: &str = "last_ms";
+    pub const REASON: &str = "reason";
+    /// The attempt a worker has claimed (attempts after the first, and replays), and until when.
+    pub const CLAIM: &str = "claim";
+    pub const CLAIM_UNTIL_MS: &str = "claim_until";
+    /// The first attempt, as a map of the `attempt` attributes.
+    pub const FIRST_ATTEMPT: &str = "a1";
+}
+
+/// One attempt: inside the record for the first (`a1`), its own item
+/// (`SUB#<id>#DLV#<dest>#ATT#<nnnn>`) from the second on.
+pub mod attempt {
+    pub const NUMBER: &str = "attempt";
+    pub const AT_MS: &str = "at_ms";
+    pub const STATUS: &str = "code";
+    pub const LATENCY_MS: &str = "latency_ms";
+    pub const ERROR_CLASS: &str = "class";
+    pub const ERROR: &str = "error";
+    pub const RESPONSE: &str = "response";
+    pub const TRIGGER: &str = "trigger";
+    /// How many times this attempt number was sent (more than 1 only after a crash between
+    /// sending and recording).
+    pub const SENDS: &str = "sends";
+}
+
+/// A destination's health (`TENANT#<t>` / `HEALTH#<dest>`).
+pub mod health {
+    pub const STATE: &str = "state";
+    pub const CONSECUTIVE_FAILURES: &str = "consecutive_failures";
+    pub const FIRST_FAILURE_MS: &str = "first_failure_ms";
+    pub const LAST_FAILURE_MS: &str = "last_failure_ms";
+    pub const LAST_SUCCESS_MS: &str = "last_success_ms";
+    pub const OPEN_UNTIL_MS: &str = "open_until_ms";
+    pub const PROBE_UNTIL_MS: &str = "probe_until_ms";
+    pub const PAUSED_AT_MS: &str = "paused_at_ms";
+    pub const TRIPS: &str = "trips";
+}
+
+/// An item that could not be decoded, naming the attribute.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttrError {
+    #[error("attribute {0:?} is missing")]
+    Missing(&'static str),
+    #[error("attribute {0:?} has the wrong type or an unreadable value")]
+    Invalid(&'static str),
+    #[error("the item's key is not a {0} key")]
+    Key(&'static str),
+}
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Typed access to one item's attributes.
+#[derive(Debug, Clone, Copy)]
+pub struct Attrs<'a>(pub &'a Item);
+
+impl<'a> Attrs<'a> {
+    pub fn s(&self, name: &'static str) -> Result<&'a str, AttrError> {
+        self.opt_s(name)?.ok_or(AttrError::Missing(name))
+    }
+
+    pub fn opt_s(&self, name: &'static str) -> Result<Option<&'a str>, AttrError> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(v) => v.as_s().map(|s| Some(s.as_str())).map_err(|_| AttrError::Invalid(name)),
+        }
+    }
+
+    pub fn n<T: FromStr>(&self, name: &'static str) -> Result<T, AttrError> {
+        self.opt_n(name)?.ok_or(AttrError::Missing(name))
+    }
+
+    pub fn opt_n<T: FromStr>(&self, name: &'static str) -> Result<Option<T>, AttrError> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(v) => {
+                let n = v.as_n().map_err(|_| AttrError::Invalid(name))?;
+                n.parse().map(Some).map_err(|_| AttrError::Invalid(name))
+            }
+        }
+    }
+
+    pub fn b(&self, name: &'static str) -> Result<&'a [u8], AttrError> {
+        match self.0.get(name) {
+            None => Err(AttrError::Missing(name)),
+            Some(v) => v.as_b().map(|b| b.as_ref()).map_err(|_| AttrError::Invalid(name)),
+        }
+    }
+
+    pub fn opt_map(&self, name: &'static str) -> Result<Option<&'a Item>, AttrError> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(v) => v.as_m().map(Some).map_err(|_| AttrError::Invalid(name)),
+        }
+    }
+
+    /// A string attribute parsed into a typed value (an enum, an id).
+    pub fn parsed<T>(&self, name: &'static str, parse: impl FnOnce(&str) -> Option<T>) -> Result<T, AttrError> {
+        parse(self.s(name)?).ok_or(AttrError::Invalid(name))
+    }
+}
+
+/// Builders for attribute values.
+pub fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_attribute() {
+        let item = Item::from([("a".into(), s("x")), ("b".into(), n(7))]);
+        let a = Attrs(&item);
+        assert_eq!(a.s("a").unwrap(), "x");
+        assert_eq!(a.n::<u16>("b").unwrap(), 7);
+        assert_eq!(a.s("zz"), Err(AttrError::Missing("zz")));
+        assert_eq!(a.n::<u16>("a"), Err(AttrError::Invalid("a")));
+        assert_eq!(a.s("b"), Err(AttrError::Invalid("b")));
+        assert_eq!(a.opt_n::<u16>("zz"), Ok(None));
+        assert!(AttrError::Missing("status").to_string().contains("\"status\""));
+    }
+}

@@ -1,0 +1,523 @@
+//! The one SQS queue type every process uses: open a queue by name (failing loudly when it is
+//! missing), send batches with a per-entry outcome, receive, change visibility, and acknowledge
+//! in lingering batches.
+//!
+//! Partial failures are handled one way everywhere: a batch call answers each entry on its own,
+//! and a call that fails as a whole answers every entry of it with the same error. Nothing here
+//! retries on its own; callers decide (a message that is not acknowledged comes back).
+//!
+//! Every request is counted against the queue's component in [`crate::usage`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message, MessageAttributeValue,
+    MessageSystemAttributeName, SendMessageBatchRequestEntry,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::usage::{self, Unit};
+
+/// The most entries one batch call takes.
+pub const MAX_BATCH: usize = 10;
+/// The most bytes of message bodies one SendMessageBatch takes.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// The longest `DelaySeconds` SQS accepts.
+pub const MAX_DELAY_S: u64 = 900;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("the SQS queue {0:?} does not exist (run `formbridge-admin bootstrap`, or check the queue name setting)")]
+    Missing(String),
+    #[error("SQS is unreachable or failed: {0}")]
+    Unavailable(String),
+    #[error("SQS refused the message ({code}): {message}")]
+    Refused { code: String, message: String },
+    #[error("the queue's batcher has stopped")]
+    Closed,
+}
+
+fn sdk<E, R>(e: aws_sdk_sqs::error::SdkError<E, R>) -> QueueError
+where
+    aws_sdk_sqs::Error: From<aws_sdk_sqs::error::SdkError<E, R>>,
+{
+    QueueError::Unavailable(aws_sdk_sqs::Error::from(e).to_string())
+}
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub body: String,
+    pub delay_s: i32,
+    pub attributes: Vec<(&'static str, String)>,
+}
+
+impl Outgoing {
+    pub fn new(body: impl Into<String>) -> Self {
+        Self { body: body.into(), delay_s: 0, attributes: Vec::new() }
+    }
+
+    /// Delivered after `due_ms` (the whole wait when it fits in SQS's 15 minutes, else the cap).
+    pub fn due(mut self, due_ms: u64, now_ms: u64) -> Self {
+        self.delay_s = delay_seconds(due_ms, now_ms);
+        self
+    }
+
+    pub fn attribute(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.attributes.push((name, value.into()));
+        self
+    }
+}
+
+/// The `DelaySeconds` for a message due at `due_ms`: the whole wait when it fits, else the cap
+/// (the consumer chains the rest).
+pub fn delay_seconds(due_ms: u64, now_ms: u64) -> i32 {
+    let wait = due_ms.saturating_sub(now_ms).div_ceil(1000);
+    i32::try_from(wait.min(MAX_DELAY_S)).unwrap_or(900)
+}
+
+/// A received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub body: String,
+    pub receipt: String,
+    /// How many times SQS has handed this message out, this time included.
+    pub receive_count: u32,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl Received {
+    fn from_sdk(m: Message) -> Option<Received> {
+        let receive_count = m
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let attributes = m
+            .message_attributes
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
+            .collect();
+        Some(Received { body: m.body?, receipt: m.receipt_handle?, receive_count, attributes })
+    }
+
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Queue {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    name: String,
+    component: &'static str,
+}
+
+impl Queue {
+    /// Opens a queue by name. A missing queue is [`QueueError::Missing`], naming it.
+    pub async fn open(sqs: aws_sdk_sqs::Client, name: &str, component: &'static str) -> Result<Queue, QueueError> {
+        usage::record(component, Unit::SqsRequests, 1);
+        match sqs.get_queue_url().queue_name(name).send().await.map_err(aws_sdk_sqs::Error::from) {
+            Ok(out) => Ok(Queue { sqs, url: out.queue_url.unwrap_or_default(), name: name.to_owned(), component }),
+            Err(aws_sdk_sqs::Error::QueueDoesNotExist(_)) => Err(QueueError::Missing(name.to_owned())),
+            Err(e) => Err(QueueError::Unavailable(format!("looking up queue {name:?}: {e}"))),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn client(&self) -> &aws_sdk_sqs::Client {
+        &self.sqs
+    }
+
+    fn count(&self) {
+        usage::record(self.component, Unit::SqsRequests, 1);
+    }
+
+    /// Sends messages in as few SendMessageBatch calls as the limits allow (10 entries, 1 MiB),
+    /// answering each message on its own, in order.
+    pub async fn send(&self, messages: &[Outgoing]) -> Vec<Result<(), QueueError>> {
+        let mut out = Vec::with_capacity(messages.len());
+        for chunk in batches(messages) {
+            out.extend(self.send_chunk(chunk).await);
+        }
+        out
+    }
+
+    /// Sends every message; the first failure is the error (those before it are sent).
+    pub async fn send_all(&self, messages: &[Outgoing]) -> Result<(), QueueError> {
+        self.send(messages).await.into_iter().collect()
+    }
+
+    async fn send_chunk(&self, chunk: &[Outgoing]) -> Vec<Result<(), QueueError>> {
+        let entries: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut e = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(&m.body)
+                    .delay_seconds(m.delay_s);
+                for (k, v) in &m.attributes {
+                    let value =
+                        MessageAttributeValue::builder().data_type("String").string_value(v).build().expect("typed");
+                    e = e.message_attributes(*k, value);
+                }
+                e.build().expect("id and body are set")
+            })
+            .collect();
+        self.count();
+        let sent = self.sqs.send_message_batch().queue_url(&self.url).set_entries(Some(entries)).send().await;
+        let out = match sent {
+            Ok(out) => out,
+            Err(e) => {
+                let e = sdk(e);
+                return chunk.iter().map(|_| Err(e.clone())).collect();
+            }
+        };
+        let mut results: Vec<Result<(), QueueError>> = chunk.iter().map(|_| Ok(())).collect();
+        for f in out.failed {
+            if let Some(slot) = f.id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
+                *slot = Err(QueueError::Refused { code: f.code, message: f.message.unwrap_or_default() });
+            }
+        }
+        results
+    }
+
+    /// Long-polls for up to `max` (at most 10) messages.
+    pub async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError> {
+        self.count();
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(out.messages.unwrap_or_default().into_iter().filter_map(Received::from_sdk).collect())
+    }
+
+    /// Makes one message visible again after `seconds` (0: now).
+    pub async fn change_visibility(&self, receipt: &str, seconds: i32) -> Result<(), QueueError> {
+        self.count();
+        self.sqs
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(())
+    }
+
+    /// Deletes messages (up to 10 per call), answering each.
+    pub async fn delete(&self, receipts: &[String]) -> Vec<Result<(), QueueError>> {
+        let mut out = Vec::with_capacity(receipts.len());
+        for chunk in receipts.chunks(MAX_BATCH) {
+            let entries: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(r).build())
+                .collect::<Result<_, _>>()
+                .expect("id and receipt are set");
+            self.count();
+            let r = self.sqs.delete_message_batch().queue_url(&self.url).set_entries(Some(entries)).send().await;
+            out.extend(per_entry(chunk.len(), r.map(|o| o.failed.into_iter().map(|f| (f.id, f.code, f.message)))));
+        }
+        out
+    }
+
+    /// Changes the visibility of messages (up to 10 per call), answering each.
+    pub async fn change_visibilities(&self, items: &[(String, i32)]) -> Vec<Result<(), QueueError>> {
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(MAX_BATCH) {
+            let entries: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (r, s))| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .visibility_timeout(*s)
+                        .build()
+                })
+                .collect::<Result<_, _>>()
+                .expect("id and receipt are set");
+            self.count();
+            let r =
+                self.sqs.change_message_visibility_batch().queue_url(&self.url).set_entries(Some(entries)).send().await;
+            out.extend(per_entry(chunk.len(), r.map(|o| o.failed.into_iter().map(|f| (f.id, f.code, f.message)))));
+        }
+        out
+    }
+
+    /// Messages waiting (visible), as SQS approximates it.
+    pub async fn backlog(&self) -> Result<u64, QueueError> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        self.count();
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(out
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages).and_then(|v| v.parse().ok()))
+            .unwrap_or(0))
+    }
+
+    /// A lingering batcher of acknowledgements for this queue: see [`Acker`].
+    pub fn acker(&self, linger: Duration) -> Acker {
+        let q = self.clone();
+        let deletes = Lingering::start(MAX_BATCH, linger, move |receipts: Vec<String>| {
+            let q = q.clone();
+            async move { q.delete(&receipts).await }
+        });
+        let q = self.clone();
+        let nacks = Lingering::start(MAX_BATCH, linger, move |items: Vec<(String, i32)>| {
+            let q = q.clone();
+            async move { q.change_visibilities(&items).await }
+        });
+        Acker { deletes, nacks }
+    }
+
+    /// A lingering batcher of sends for this queue: each caller waits for its own entry's outcome.
+    pub fn sender(&self, linger: Duration) -> Lingering<Outgoing, Result<(), QueueError>> {
+        let q = self.clone();
+        Lingering::start(MAX_BATCH, linger, move |messages: Vec<Outgoing>| {
+            let q = q.clone();
+            async move { q.send(&messages).await }
+        })
+    }
+}
+
+/// Answers for a batch call's entries: the call's own failure for all, or each entry's.
+fn per_entry<E, R>(
+    len: usize,
+    r: Result<impl Iterator<Item = (String, String, Option<String>)>, aws_sdk_sqs::error::SdkError<E, R>>,
+) -> Vec<Result<(), QueueError>>
+where
+    aws_sdk_sqs::Error: From<aws_sdk_sqs::error::SdkError<E, R>>,
+{
+    match r {
+        Err(e) => {
+            let e = sdk(e);
+            (0..len).map(|_| Err(e.clone())).collect()
+        }
+        Ok(failed) => {
+            let mut out: Vec<Result<(), QueueError>> = (0..len).map(|_| Ok(())).collect();
+            for (id, code, message) in failed {
+                if let Some(slot) = id.parse::<usize>().ok().and_then(|i| out.get_mut(i)) {
+                    *slot = Err(QueueError::Refused { code, message: message.unwrap_or_default() });
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Splits messages into runs that fit one SendMessageBatch.
+fn batches(messages: &[Outgoing]) -> Vec<&[Outgoing]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, m) in messages.iter().enumerate() {
+        let size = m.body.len() + m.attributes.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>();
+        if i > start && (i - start == MAX_BATCH || bytes + size > MAX_BATCH_BYTES) {
+            out.push(&messages[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < messages.len() {
+        out.push(&messages[start..]);
+    }
+    out
+}
+
+/// Acknowledges received messages in batches: `ack` deletes (the work is durable), `nack` makes
+/// the message visible again after a delay (try again later). A lost acknowledgement is
+/// harmless by design: the message comes back and is handled idempotently.
+#[derive(Debug, Clone)]
+pub struct Acker {
+    deletes: Lingering<String, Result<(), QueueError>>,
+    nacks: Lingering<(String, i32), Result<(), QueueError>>,
+}
+
+impl Acker {
+    pub fn ack(&self, receipt: String) {
+        self.deletes.push(receipt);
+    }
+
+    pub fn nack(&self, receipt: String, retry_after_s: i32) {
+        self.nacks.push((receipt, retry_after_s));
+    }
+
+    /// Deletes and waits for the answer.
+    pub async fn ack_now(&self, receipt: String) -> Result<(), QueueError> {
+        self.deletes.submit(receipt).await.unwrap_or(Err(QueueError::Closed))
+    }
+
+    /// Flushes what is waiting and stops. Clones still held elsewhere keep their batchers alive.
+    pub async fn close(self) {
+        self.deletes.close().await;
+        self.nacks.close().await;
+    }
+}
+
+type Job<I, O> = (I, Option<oneshot::Sender<O>>);
+
+/// A batcher: items submitted from anywhere are gathered until `max` are waiting or the first
+/// has waited `linger`, then flushed together; each submitter gets its own item's answer.
+#[derive(Debug)]
+pub struct Lingering<I, O> {
+    tx: mpsc::UnboundedSender<Job<I, O>>,
+    done: std::sync::Arc<tokio::sync::Notify>,
+    finished: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<I, O> Clone for Lingering<I, O> {
+    fn clone(&self) -> Self {
+        Self { tx: self.tx.clone(), done: self.done.clone(), finished: self.finished.clone() }
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> Lingering<I, O> {
+    /// Starts the batcher task. `flush` must answer every item of its batch, in order. The task
+    /// ends, after flushing, when every handle is dropped or closed.
+    pub fn start<F, Fut>(max: usize, linger: Duration, flush: F) -> Self
+    where
+        F: Fn(Vec<I>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<O>> + Send,
+    {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let done = std::sync::Arc::new(tokio::sync::Notify::new());
+        let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (d, f) = (done.clone(), finished.clone());
+        tokio::spawn(async move {
+            gather(rx, max.max(1), linger, flush).await;
+            f.store(true, std::sync::atomic::Ordering::SeqCst);
+            d.notify_waiters();
+        });
+        Self { tx, done, finished }
+    }
+
+    /// Submits an item and waits for its answer (`None` when the batcher has stopped).
+    pub async fn submit(&self, item: I) -> Option<O> {
+        let (answer, wait) = oneshot::channel();
+        self.tx.send((item, Some(answer))).ok()?;
+        wait.await.ok()
+    }
+
+    /// Submits an item without waiting for its answer.
+    pub fn push(&self, item: I) {
+        let _ = self.tx.send((item, None));
+    }
+
+    /// Drops this handle and, once no other handle remains, waits until everything is flushed.
+    pub async fn close(self) {
+        let Self { tx, done, finished } = self;
+        let notified = done.notified();
+        drop(tx);
+        if std::sync::Arc::strong_count(&finished) <= 2 && !finished.load(std::sync::atomic::Ordering::SeqCst) {
+            notified.await;
+        }
+    }
+}
+
+async fn gather<I, O, F, Fut>(mut rx: mpsc::UnboundedReceiver<Job<I, O>>, max: usize, linger: Duration, flush: F)
+where
+    F: Fn(Vec<I>) -> Fut,
+    Fut: Future<Output = Vec<O>>,
+{
+    let mut batch: Vec<Job<I, O>> = Vec::with_capacity(max);
+    loop {
+        if rx.recv_many(&mut batch, max).await == 0 {
+            return;
+        }
+        let fill_by = tokio::time::Instant::now() + linger;
+        while batch.len() < max {
+            match tokio::time::timeout_at(fill_by, rx.recv()).await {
+                Ok(Some(job)) => batch.push(job),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let (items, answers): (Vec<I>, Vec<_>) = batch.drain(..).unzip();
+        for (answer, result) in answers.into_iter().zip(flush(items).await) {
+            if let Some(a) = answer {
+                let _ = a.send(result);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn batches_respect_count_and_bytes() {
+        let small: Vec<_> = (0..25).map(|i| Outgoing::new(format!("m{i}"))).collect();
+        let sizes: Vec<usize> = batches(&small).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [10, 10, 5]);
+        let big: Vec<_> = (0..4).map(|_| Outgoing::new("x".repeat(400 * 1024))).collect();
+        let sizes: Vec<usize> = batches(&big).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [2, 2]);
+        assert!(batches(&[]).is_empty());
+    }
+
+    #[test]
+    fn delays_are_capped_at_15_minutes() {
+        assert_eq!(delay_seconds(1_000, 5_000), 0);
+        assert_eq!(delay_seconds(5_001, 0), 6);
+        assert_eq!(delay_seconds(36_000_000, 0), 900);
+    }
+
+    #[tokio::test]
+    async fn lingering_gathers_a_batch_and_answers_each_item() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let seen = calls.clone();
+        let b = Lingering::start(10, Duration::from_millis(200), move |items: Vec<u32>| {
+            seen.lock().unwrap().push(items.len());
+            async move { items.into_iter().map(|i| i * 2).collect() }
+        });
+        let answers = futures_join(&b, 1..=4).await;
+        assert_eq!(answers, [2, 4, 6, 8]);
+        assert_eq!(*calls.lock().unwrap(), [4], "four items that arrive together go in one call");
+        b.push(9);
+        b.close().await;
+        assert_eq!(*calls.lock().unwrap(), [4, 1], "close flushes what is waiting");
+    }
+
+    async fn futures_join(b: &Lingering<u32, u32>, items: std::ops::RangeInclusive<u32>) -> Vec<u32> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in items {
+            let b = b.clone();
+            tasks.spawn(async move { b.submit(i).await.unwrap() });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            out.push(r.unwrap());
+        }
+        out.sort();
+        out
+    }
+}
