@@ -68,9 +68,10 @@ fn accept_pure(site: &ResolvedSite, headers: &HeaderMap, body: &[u8]) -> String 
     let env = validate(parsed).expect("a valid envelope");
     let time_ms = env.submitted_at.map_or(0, |t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0));
     let webhook_id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).expect("present");
-    let id = submission_id(&domain, webhook_id, time_ms);
-    let message =
-        QueueMessage::new(&site.tenant, domain, env.form_id.clone(), id, OffsetDateTime::now_utc(), env.payload());
+    let payload = env.payload();
+    let canonical = serde_json::to_vec(&payload).expect("serialisable");
+    let id = submission_id(&domain, webhook_id, time_ms, &canonical);
+    let message = QueueMessage::new(&site.tenant, domain, env.form_id.clone(), id, OffsetDateTime::now_utc(), payload);
     serde_json::to_string(&message).expect("serialisable")
 }
 

@@ -25,6 +25,8 @@ pub struct Observations {
     pub metered: BTreeMap<String, u64>,
     /// Whether `metered` covers processes in this one (true) or scraped ones (false).
     pub metered_in_process: bool,
+    /// Billed units by `component:unit` during the run (`formbridge_usage_total`).
+    pub usage: BTreeMap<String, u64>,
     pub ceiling: Option<Ceiling>,
 }
 
@@ -53,6 +55,8 @@ pub struct Report {
     pub unverified_deliveries: u64,
     pub storage: BTreeMap<String, f64>,
     pub cost: CostReport,
+    /// What one delivery costs, metered, beside its budget and the design before it.
+    pub delivery_cost: DeliveryCost,
     /// The engine's own ceiling measured in this run, if it was.
     pub ceiling: Option<Ceiling>,
     /// The pipeline's throughput as a share of the ceiling: persisted/s over BatchWriteItem
@@ -94,20 +98,77 @@ impl Goal {
     }
 }
 
+/// The delivery component's metered units per delivered submission.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeliveryCost {
+    pub deliveries: usize,
+    pub per_delivery: UnitsPerDelivery,
+    /// At most this per successful first-attempt delivery of an item under 1 KB.
+    pub budget: UnitsPerDelivery,
+    /// The previous design (record create, attempt, record update; a consistent BatchGetItem
+    /// of submission and record; about 1.2 SQS requests), for comparison.
+    pub before: UnitsPerDelivery,
+    pub within_budget: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct UnitsPerDelivery {
+    pub write_units: f64,
+    pub read_units: f64,
+    pub sqs_requests: f64,
+}
+
+pub const DELIVERY_BUDGET: UnitsPerDelivery =
+    UnitsPerDelivery { write_units: 1.0, read_units: 0.5, sqs_requests: 0.35 };
+pub const DELIVERY_BEFORE: UnitsPerDelivery = UnitsPerDelivery { write_units: 3.0, read_units: 2.0, sqs_requests: 1.2 };
+
+impl DeliveryCost {
+    /// From metered usage (`component:unit` counts) over `deliveries` delivered submissions.
+    pub fn from_usage(usage: &BTreeMap<String, u64>, deliveries: usize) -> DeliveryCost {
+        let get = |unit: &str| *usage.get(&format!("delivery:{unit}")).unwrap_or(&0) as f64;
+        let n = deliveries.max(1) as f64;
+        let per_delivery = UnitsPerDelivery {
+            write_units: get("write_units") / n,
+            read_units: get("read_units_tenths") / 10.0 / n,
+            sqs_requests: get("sqs_requests") / n,
+        };
+        let b = DELIVERY_BUDGET;
+        let within = per_delivery.write_units <= b.write_units
+            && per_delivery.read_units <= b.read_units
+            && per_delivery.sqs_requests <= b.sqs_requests;
+        DeliveryCost {
+            deliveries,
+            per_delivery,
+            budget: b,
+            before: DELIVERY_BEFORE,
+            within_budget: (deliveries > 0 && !usage.is_empty()).then_some(within),
+        }
+    }
+}
+
+/// `formbridge_usage_total` counters in a Prometheus text page, by `component:unit`.
+pub fn usage_counters(page: &str) -> BTreeMap<String, u64> {
+    counters(page, "formbridge_usage_total", "component", "unit")
+}
+
 /// `aws_requests_total` counters in a Prometheus text page, by `service:Operation`.
 pub fn aws_request_counters(page: &str) -> BTreeMap<String, u64> {
+    counters(page, "aws_requests_total", "service", "operation")
+}
+
+fn counters(page: &str, metric: &str, a: &str, b: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     let Ok(scrape) = prometheus_parse::Scrape::parse(page.lines().map(|l| Ok(l.to_owned()))) else {
         return out;
     };
-    for s in scrape.samples.into_iter().filter(|s| s.metric == "aws_requests_total") {
+    for s in scrape.samples.into_iter().filter(|s| s.metric == metric) {
         let v = match s.value {
             prometheus_parse::Value::Counter(v)
             | prometheus_parse::Value::Untyped(v)
             | prometheus_parse::Value::Gauge(v) => v,
             _ => continue,
         };
-        let (Some(svc), Some(op)) = (s.labels.get("service"), s.labels.get("operation")) else { continue };
+        let (Some(svc), Some(op)) = (s.labels.get(a), s.labels.get(b)) else { continue };
         *out.entry(format!("{svc}:{op}")).or_default() += v as u64;
     }
     out
@@ -150,9 +211,10 @@ fn rate(times: &[Instant], n: usize) -> f64 {
 
 /// The pipeline's usage per the design, for `n` submissions with these stored item sizes and one
 /// destination each: ingest SendMessageBatch (10 per call), persister receive and delete (10 per
-/// call) and BatchWriteItem, the delivery record, its attempt and update (3 writes), a consistent
-/// BatchGetItem of submission and record, delivery-queue sends, receives and deletes (10 per
-/// call), and the aggregator's metric writes (about 4 per 100 submissions when batches coalesce).
+/// call) and BatchWriteItem; delivery-queue sends, receives and deletes (10 per call), one
+/// eventually consistent GetItem of the delivery record (a duplicate check) and one PutItem of the
+/// record with its first attempt inside; and the aggregator's metric writes (about 4 per 100
+/// submissions when batches coalesce).
 pub fn modelled_usage(stored_sizes: &[u64]) -> Usage {
     let n = stored_sizes.len() as u64;
     let per10 = n.div_ceil(10);
@@ -161,16 +223,16 @@ pub fn modelled_usage(stored_sizes: &[u64]) -> Usage {
     u.count("sqs:ReceiveMessage (persister)", per10);
     u.count("sqs:DeleteMessageBatch (persister)", per10);
     u.count("dynamodb:BatchWriteItem", n.div_ceil(25));
-    u.count("dynamodb:PutItem (delivery)", 2 * n);
-    u.count("dynamodb:PutItem (delivery update)", n);
-    u.count("dynamodb:BatchGetItem (delivery)", n);
+    u.count("dynamodb:GetItem (delivery)", n);
+    u.count("dynamodb:PutItem (delivery)", n);
     u.count("sqs:SendMessageBatch (delivery)", per10);
     u.count("sqs:ReceiveMessage (delivery)", per10);
     u.count("sqs:DeleteMessageBatch (delivery)", per10);
     let metric_writes = (n * 4).div_ceil(100);
     u.count("dynamodb:TransactWriteItems (aggregator)", metric_writes.div_ceil(10).max(1));
-    u.write_units = stored_sizes.iter().map(|b| cost::write_units(*b)).sum::<u64>() + 3 * n + 2 * metric_writes;
-    u.read_units = stored_sizes.iter().map(|b| cost::read_units(*b, true) as u64 + 1).sum();
+    u.write_units = stored_sizes.iter().map(|b| cost::write_units(*b)).sum::<u64>() + n + 2 * metric_writes;
+    // Read units: half a unit per delivery's eventually consistent record check, in whole units.
+    u.read_units = n.div_ceil(2);
     u.sqs_requests = 6 * per10;
     u
 }
@@ -277,6 +339,7 @@ impl From<&Observations> for Report {
             duplicates,
             unverified_deliveries: s.unverified,
             storage,
+            delivery_cost: DeliveryCost::from_usage(&o.usage, delivered.len()),
             cost: CostReport {
                 metered_requests_per_submission,
                 metered_scope: if o.metered_in_process {
@@ -340,6 +403,22 @@ impl Report {
                 line(&mut t, &format!("  {k}"), format!("{v:.3}"));
             }
         }
+        let (d, b, was) = (&self.delivery_cost.per_delivery, &self.delivery_cost.budget, &self.delivery_cost.before);
+        line(
+            &mut t,
+            "per delivery: write units",
+            format!("{:.3} (budget {:.2}; before {:.1})", d.write_units, b.write_units, was.write_units),
+        );
+        line(
+            &mut t,
+            "per delivery: read units",
+            format!("{:.3} (budget {:.2}; before {:.1})", d.read_units, b.read_units, was.read_units),
+        );
+        line(
+            &mut t,
+            "per delivery: SQS requests",
+            format!("{:.3} (budget {:.2}; before {:.1})", d.sqs_requests, b.sqs_requests, was.sqs_requests),
+        );
         if let Some(c) = &self.ceiling {
             line(
                 &mut t,
@@ -401,6 +480,11 @@ mod tests {
             seen,
             metered: BTreeMap::from([("sqs:SendMessageBatch".to_owned(), 3)]),
             metered_in_process: true,
+            usage: BTreeMap::from([
+                ("delivery:write_units".to_owned(), 4),
+                ("delivery:read_units_tenths".to_owned(), 20),
+                ("delivery:sqs_requests".to_owned(), 1),
+            ]),
             ceiling: Some(Ceiling {
                 seconds: 1.0,
                 concurrency: 1,
@@ -417,6 +501,10 @@ mod tests {
         assert_eq!(r.losses["accepted_not_persisted"], 1);
         assert_eq!(r.losses["persisted_not_delivered"], 1);
         assert_eq!(r.duplicates, 1);
+        // 4 write units, 2 read units and 1 SQS request over 2 deliveries.
+        let per = r.delivery_cost.per_delivery;
+        assert_eq!((per.write_units, per.read_units, per.sqs_requests), (2.0, 1.0, 0.5));
+        assert_eq!(r.delivery_cost.within_budget, Some(false));
         assert!((r.storage["stored_pct_of_raw"] - 30.0).abs() < 1e-9);
         let d = &r.latency["ingest_to_delivered"];
         assert_eq!(d.count, 2);

@@ -3,15 +3,15 @@
 //! ingest queue at a fixed rate, watch them arrive in the table (a consumer group of our own on
 //! the table's stream) and at the receiver, and report.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use formbridge_shared::aws::{AwsClients, ResourceNames};
 use formbridge_shared::destination::{DeliveryPolicy, DestinationKind, DestinationSpec};
 use formbridge_shared::keys::Entity;
+use formbridge_shared::queue::{Outgoing, Queue};
 use formbridge_shared::secrets::Keyring;
 use formbridge_shared::sharding::ShardHistory;
 use formbridge_shared::store::DataStore;
@@ -316,8 +316,7 @@ async fn receiver(
 /// What sends one batch: straight onto the ingest queue, or as signed POSTs to ingest.
 struct Sender {
     target: Target,
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
+    queue: Queue,
     http: reqwest::Client,
     ingest_url: String,
     pop: Population,
@@ -357,34 +356,17 @@ impl Sender {
     }
 
     async fn to_queue(&self, batch: &[Generated], now: time::OffsetDateTime) -> Vec<(String, Instant)> {
-        let mut entries = Vec::new();
-        let mut ids = Vec::new();
-        for (i, g) in batch.iter().enumerate() {
-            let Some(m) = queue_message(g, &self.pop.tenants[g.tenant], self.shards, now) else { continue };
-            ids.push(m.submission_id.to_string());
-            entries.push(
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(serde_json::to_string(&m).expect("serialises"))
-                    .build()
-                    .expect("set"),
-            );
-        }
+        let (ids, outgoing): (Vec<String>, Vec<Outgoing>) = batch
+            .iter()
+            .filter_map(|g| queue_message(g, &self.pop.tenants[g.tenant], self.shards, now))
+            .map(|m| (m.submission_id.to_string(), Outgoing::new(serde_json::to_string(&m).expect("serialises"))))
+            .unzip();
         let t = Instant::now();
-        match self.sqs.send_message_batch().queue_url(&self.queue_url).set_entries(Some(entries)).send().await {
-            Ok(out) => {
-                let failed: HashSet<String> = out.failed.iter().map(|f| f.id.clone()).collect();
-                ids.into_iter()
-                    .enumerate()
-                    .filter(|(i, _)| !failed.contains(&i.to_string()))
-                    .map(|(_, id)| (id, t))
-                    .collect()
-            }
-            Err(e) => {
-                tracing::warn!(error = %aws_sdk_sqs::Error::from(e), "a batch was not accepted");
-                vec![]
-            }
+        let results = self.queue.send(&outgoing).await;
+        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+            tracing::warn!(error = %e, "some messages were not accepted");
         }
+        ids.into_iter().zip(results).filter(|(_, r)| r.is_ok()).map(|(id, _)| (id, t)).collect()
     }
 
     async fn to_ingest(&self, batch: &[Generated], now: time::OffsetDateTime) -> Vec<(String, Instant)> {
@@ -472,6 +454,25 @@ async fn scrape(http: &reqwest::Client, urls: &[String]) -> BTreeMap<String, u64
             continue;
         };
         for (k, v) in crate::report::aws_request_counters(&text) {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    total
+}
+
+/// Billed units counted in this process, by `component:unit`.
+fn usage_snapshot() -> BTreeMap<String, u64> {
+    formbridge_shared::usage::snapshot().into_iter().map(|((c, u), v)| (format!("{c}:{}", u.as_str()), v)).collect()
+}
+
+/// The `formbridge_usage_total` counters of each Prometheus endpoint, by `component:unit`.
+async fn scrape_usage(http: &reqwest::Client, urls: &[String]) -> BTreeMap<String, u64> {
+    let mut total = BTreeMap::new();
+    for url in urls {
+        let Ok(text) = async { http.get(url).send().await?.error_for_status()?.text().await }.await else {
+            continue;
+        };
+        for (k, v) in crate::report::usage_counters(&text) {
             *total.entry(k).or_default() += v;
         }
     }
@@ -568,21 +569,15 @@ pub async fn run(
         RateSpec::Max => None,
     };
 
-    let queue_url = aws
-        .sqs
-        .get_queue_url()
-        .queue_name(&names.ingest_queue)
-        .send()
+    let queue = Queue::open(aws.sqs.clone(), &names.ingest_queue, "loadtest")
         .await
-        .map_err(|e| RunError::Setup(aws_sdk_sqs::Error::from(e).to_string()))?
-        .queue_url
-        .unwrap_or_default();
+        .map_err(|e| RunError::Setup(e.to_string()))?;
     let http = reqwest::Client::new();
     let metered_before = (formbridge_shared::aws::request_counts(), scrape(&http, &args.metrics_urls).await);
+    let usage_before = (usage_snapshot(), scrape_usage(&http, &args.metrics_urls).await);
     let sender = Arc::new(Sender {
         target: args.target,
-        sqs: aws.sqs.clone(),
-        queue_url,
+        queue,
         http: http.clone(),
         ingest_url: args.ingest_url.clone(),
         pop,
@@ -651,6 +646,13 @@ pub async fn run(
         }
         m
     };
+    let usage = {
+        let mut m = diff(&usage_snapshot(), &usage_before.0);
+        for (k, v) in diff(&scrape_usage(&http, &args.metrics_urls).await, &usage_before.1) {
+            *m.entry(k).or_default() += v;
+        }
+        m
+    };
     if ceiling.is_none() && args.ceiling_s > 0.0 {
         eprintln!("measuring the engine's ceiling ({} s each)...", args.ceiling_s);
         ceiling = Some(measure_ceiling().await?);
@@ -673,6 +675,7 @@ pub async fn run(
         seen,
         metered,
         metered_in_process: args.metrics_urls.is_empty(),
+        usage,
         ceiling,
     };
     let report = Report::from(&obs);

@@ -10,6 +10,19 @@ use std::str::FromStr;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+/// A tenant's profile (`TENANT#<t>` / `PROFILE`).
+pub mod tenant {
+    pub const NAME: &str = "name";
+    pub const CREATED_AT: &str = "created_at";
+    pub const RETENTION_DAYS: &str = "retention_days";
+    /// The newest count, the condition of the next growth.
+    pub const SHARD_COUNT: &str = "shard_count";
+    /// A list of maps of `SINCE_MS` and `COUNT`.
+    pub const SHARD_HISTORY: &str = "shard_history";
+    pub const SINCE_MS: &str = "since_ms";
+    pub const COUNT: &str = "count";
+}
+
 /// A stored submission (`SUB#<tenant>#<shard>` / `SUB#<id>`).
 pub mod submission {
     pub const SITE: &str = "site";
@@ -58,6 +71,25 @@ pub mod attempt {
     /// How many times this attempt number was sent (more than 1 only after a crash between
     /// sending and recording).
     pub const SENDS: &str = "sends";
+}
+
+/// A destination (`TENANT#<t>` / `DEST#<dest>`).
+pub mod destination {
+    pub const NAME: &str = "name";
+    pub const URL: &str = "url";
+    pub const KIND: &str = "kind";
+    pub const ENABLED: &str = "enabled";
+    pub const TIMEOUT_MS: &str = "timeout_ms";
+    pub const SECRET_SEALED: &str = "secret_sealed";
+    pub const CREATED_AT: &str = "created_at";
+    pub const VERSION: &str = "version";
+    pub const RETRY_SCHEDULE: &str = "retry_schedule";
+    pub const CLIENT_ERROR_SCHEDULE: &str = "client_error_schedule";
+    pub const MAX_IN_FLIGHT: &str = "max_in_flight";
+    pub const FORMS: &str = "forms";
+    pub const SITES: &str = "sites";
+    pub const AUTH_SEALED: &str = "auth_sealed";
+    pub const AUTH_SUMMARY: &str = "auth_summary";
 }
 
 /// A destination's health (`TENANT#<t>` / `HEALTH#<dest>`).
@@ -120,6 +152,21 @@ impl<'a> Attrs<'a> {
         match self.0.get(name) {
             None => Err(AttrError::Missing(name)),
             Some(v) => v.as_b().map(|b| b.as_ref()).map_err(|_| AttrError::Invalid(name)),
+        }
+    }
+
+    pub fn opt_bool(&self, name: &'static str) -> Result<Option<bool>, AttrError> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(v) => v.as_bool().map(|b| Some(*b)).map_err(|_| AttrError::Invalid(name)),
+        }
+    }
+
+    /// A string set (absent: empty).
+    pub fn string_set(&self, name: &'static str) -> Result<&'a [String], AttrError> {
+        match self.0.get(name) {
+            None => Ok(&[]),
+            Some(v) => v.as_ss().map(Vec::as_slice).map_err(|_| AttrError::Invalid(name)),
         }
     }
 

@@ -11,11 +11,12 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::attrs::{destination as ds, AttrError, Attrs};
 use crate::audit::AuditEvent;
 use crate::ids::{DestinationId, FormId, SiteDomain, TenantId};
 use crate::keys;
 use crate::secrets::{Keyring, SigningSecret};
-use crate::store::{failed_conditions, tx_put, DataStore, StoreError};
+use crate::store::{failed_conditions, tx_exists, tx_put, DataStore, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -194,6 +195,8 @@ pub enum DestinationError {
     Count,
     #[error("invalid delivery policy: {0}")]
     Policy(&'static str),
+    #[error("tenant {0} does not exist")]
+    TenantNotFound(TenantId),
 }
 
 /// Checks the URL's shape (http or https, a host, no credentials in it). Where it resolves is
@@ -252,74 +255,76 @@ impl Destination {
         let mut item = HashMap::from([
             (keys::PK.to_owned(), AttributeValue::S(k.pk)),
             (keys::SK.to_owned(), AttributeValue::S(k.sk)),
-            ("name".to_owned(), AttributeValue::S(self.name.clone())),
-            ("url".to_owned(), AttributeValue::S(self.url.clone())),
-            ("kind".to_owned(), AttributeValue::S(self.kind.as_str().to_owned())),
-            ("enabled".to_owned(), AttributeValue::Bool(self.enabled)),
-            ("timeout_ms".to_owned(), AttributeValue::N(self.timeout_ms.to_string())),
-            ("secret_sealed".to_owned(), AttributeValue::S(self.secret_sealed.clone())),
-            ("created_at".to_owned(), AttributeValue::S(self.created_at.clone())),
-            ("version".to_owned(), AttributeValue::N(self.version.to_string())),
-            ("retry_schedule".to_owned(), DeliveryPolicy::to_attr(&self.policy.retry_schedule)),
-            ("client_error_schedule".to_owned(), DeliveryPolicy::to_attr(&self.policy.client_error_schedule)),
-            ("max_in_flight".to_owned(), AttributeValue::N(self.policy.max_in_flight.to_string())),
+            (ds::NAME.to_owned(), AttributeValue::S(self.name.clone())),
+            (ds::URL.to_owned(), AttributeValue::S(self.url.clone())),
+            (ds::KIND.to_owned(), AttributeValue::S(self.kind.as_str().to_owned())),
+            (ds::ENABLED.to_owned(), AttributeValue::Bool(self.enabled)),
+            (ds::TIMEOUT_MS.to_owned(), AttributeValue::N(self.timeout_ms.to_string())),
+            (ds::SECRET_SEALED.to_owned(), AttributeValue::S(self.secret_sealed.clone())),
+            (ds::CREATED_AT.to_owned(), AttributeValue::S(self.created_at.clone())),
+            (ds::VERSION.to_owned(), AttributeValue::N(self.version.to_string())),
+            (ds::RETRY_SCHEDULE.to_owned(), DeliveryPolicy::to_attr(&self.policy.retry_schedule)),
+            (ds::CLIENT_ERROR_SCHEDULE.to_owned(), DeliveryPolicy::to_attr(&self.policy.client_error_schedule)),
+            (ds::MAX_IN_FLIGHT.to_owned(), AttributeValue::N(self.policy.max_in_flight.to_string())),
         ]);
         if !self.forms.is_empty() {
-            item.insert("forms".into(), AttributeValue::Ss(self.forms.iter().map(ToString::to_string).collect()));
+            item.insert(ds::FORMS.into(), AttributeValue::Ss(self.forms.iter().map(ToString::to_string).collect()));
         }
         if !self.sites.is_empty() {
-            item.insert("sites".into(), AttributeValue::Ss(self.sites.iter().map(ToString::to_string).collect()));
+            item.insert(ds::SITES.into(), AttributeValue::Ss(self.sites.iter().map(ToString::to_string).collect()));
         }
         if let (Some(a), Some(s)) = (&self.auth_sealed, &self.auth_summary) {
-            item.insert("auth_sealed".into(), AttributeValue::S(a.clone()));
-            item.insert("auth_summary".into(), AttributeValue::S(s.clone()));
+            item.insert(ds::AUTH_SEALED.into(), AttributeValue::S(a.clone()));
+            item.insert(ds::AUTH_SUMMARY.into(), AttributeValue::S(s.clone()));
         }
         item
     }
 
-    pub fn from_item(item: &HashMap<String, AttributeValue>) -> Option<Destination> {
-        let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-        let (tenant, id) = match keys::Entity::classify(&s(keys::PK)?, &s(keys::SK)?) {
+    /// Decodes a destination item; the error names the attribute that is missing or unreadable.
+    pub fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Destination, AttrError> {
+        let a = Attrs(item);
+        let (tenant, id) = match keys::Entity::classify(a.s(keys::PK)?, a.s(keys::SK)?) {
             keys::Entity::Destination { tenant, dest } => (tenant, dest),
-            _ => return None,
+            _ => return Err(AttrError::Key("destination")),
         };
-        let n = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok());
-        let mut forms: Vec<FormId> = item
-            .get("forms")
-            .and_then(|v| v.as_ss().ok())
-            .map(|f| f.iter().filter_map(|f| FormId::parse(f).ok()).collect())
-            .unwrap_or_default();
+        let invalid = |name| move |_| AttrError::Invalid(name);
+        let mut forms = a
+            .string_set(ds::FORMS)?
+            .iter()
+            .map(|f| FormId::parse(f).map_err(invalid(ds::FORMS)))
+            .collect::<Result<Vec<_>, _>>()?;
         forms.sort();
-        let mut sites: Vec<SiteDomain> = item
-            .get("sites")
-            .and_then(|v| v.as_ss().ok())
-            .map(|f| f.iter().filter_map(|f| SiteDomain::parse(f).ok()).collect())
-            .unwrap_or_default();
+        let mut sites = a
+            .string_set(ds::SITES)?
+            .iter()
+            .map(|d| SiteDomain::parse(d).map_err(invalid(ds::SITES)))
+            .collect::<Result<Vec<_>, _>>()?;
         sites.sort();
-        Some(Destination {
+        let d = DeliveryPolicy::default();
+        let schedule = |name, default: Vec<u32>| match item.get(name) {
+            None => Ok(default),
+            Some(v) => DeliveryPolicy::from_attr(Some(v)).ok_or(AttrError::Invalid(name)),
+        };
+        Ok(Destination {
             tenant,
             id,
-            name: s("name")?,
-            url: s("url")?,
-            kind: DestinationKind::parse(&s("kind")?)?,
-            enabled: *item.get("enabled")?.as_bool().ok()?,
+            name: a.s(ds::NAME)?.to_owned(),
+            url: a.s(ds::URL)?.to_owned(),
+            kind: a.parsed(ds::KIND, DestinationKind::parse)?,
+            enabled: a.opt_bool(ds::ENABLED)?.ok_or(AttrError::Missing(ds::ENABLED))?,
             forms,
             sites,
-            timeout_ms: n("timeout_ms")?,
-            secret_sealed: s("secret_sealed")?,
-            auth_sealed: s("auth_sealed"),
-            auth_summary: s("auth_summary"),
-            policy: {
-                let d = DeliveryPolicy::default();
-                DeliveryPolicy {
-                    retry_schedule: DeliveryPolicy::from_attr(item.get("retry_schedule")).unwrap_or(d.retry_schedule),
-                    client_error_schedule: DeliveryPolicy::from_attr(item.get("client_error_schedule"))
-                        .unwrap_or(d.client_error_schedule),
-                    max_in_flight: n("max_in_flight").and_then(|v| u32::try_from(v).ok()).unwrap_or(d.max_in_flight),
-                }
+            timeout_ms: a.n(ds::TIMEOUT_MS)?,
+            secret_sealed: a.s(ds::SECRET_SEALED)?.to_owned(),
+            auth_sealed: a.opt_s(ds::AUTH_SEALED)?.map(str::to_owned),
+            auth_summary: a.opt_s(ds::AUTH_SUMMARY)?.map(str::to_owned),
+            policy: DeliveryPolicy {
+                retry_schedule: schedule(ds::RETRY_SCHEDULE, d.retry_schedule)?,
+                client_error_schedule: schedule(ds::CLIENT_ERROR_SCHEDULE, d.client_error_schedule)?,
+                max_in_flight: a.opt_n(ds::MAX_IN_FLIGHT)?.unwrap_or(d.max_in_flight),
             },
-            created_at: s("created_at")?,
-            version: n("version")?,
+            created_at: a.s(ds::CREATED_AT)?.to_owned(),
+            version: a.n(ds::VERSION)?,
         })
     }
 
@@ -410,6 +415,9 @@ impl DataStore {
                 created_at: now_rfc3339(now),
                 version: 1,
             };
+            // The tenant must exist when the destination is written: a condition in the same
+            // transaction, not a read before it.
+            items.push(tx_exists(self.table(), &keys::tenant_profile(t)));
             items.push(tx_put(self.table(), d.to_item(), Some("attribute_not_exists(PK)")));
             let audit = AuditEvent::admin(
                 t,
@@ -420,8 +428,17 @@ impl DataStore {
             items.push(tx_put(self.table(), audit.to_item(), None));
             out.push((d, secret));
         }
-        self.transact(items).await.map_err(StoreError::Dynamo)?;
-        Ok(out)
+        match self.transact(items).await {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                // Items go three per tenant: tenant check, destination, audit event.
+                let missing = failed_conditions(&e).and_then(|f| f.into_iter().find(|i| i % 3 == 0));
+                match missing.and_then(|i| targets.get(i / 3)) {
+                    Some((t, _)) => Err(DestinationError::TenantNotFound(t.clone())),
+                    None => Err(StoreError::Dynamo(e).into()),
+                }
+            }
+        }
     }
 
     pub async fn get_destination(
@@ -442,7 +459,9 @@ impl DataStore {
             .map_err(|e| StoreError::Dynamo(e.into()))?;
         match out.item {
             None => Ok(None),
-            Some(i) => Destination::from_item(&i).map(Some).ok_or_else(|| DestinationError::Corrupt(id.to_string())),
+            Some(i) => {
+                Destination::from_item(&i).map(Some).map_err(|e| DestinationError::Corrupt(format!("{id}: {e}")))
+            }
         }
     }
 
@@ -455,13 +474,21 @@ impl DataStore {
             .key_condition_expression("PK = :pk AND begins_with(SK, :d)")
             .expression_attribute_values(":pk", AttributeValue::S(keys::tenant_pk(tenant)))
             .expression_attribute_values(":d", AttributeValue::S(keys::DESTINATION_SK_PREFIX.into()))
+            // Consistent: a destination created a moment before a submission must be seen.
+            .consistent_read(true)
             .into_paginator()
             .items()
             .send()
             .collect::<Result<Vec<_>, _>>()
             .await
             .map_err(|e| StoreError::Dynamo(e.into()))?;
-        Ok(items.iter().filter_map(Destination::from_item).collect())
+        // An unreadable destination is an error naming it, never silently left out of the list.
+        items
+            .iter()
+            .map(|i| {
+                Destination::from_item(i).map_err(|e| DestinationError::Corrupt(format!("in tenant {tenant}: {e}")))
+            })
+            .collect()
     }
 
     /// Applies `change` to a destination, conditioned on the version read.

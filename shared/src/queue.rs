@@ -80,6 +80,8 @@ pub fn delay_seconds(due_ms: u64, now_ms: u64) -> i32 {
 /// A received message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
+    /// SQS's message id (not a secret, unlike the receipt).
+    pub id: String,
     pub body: String,
     pub receipt: String,
     /// How many times SQS has handed this message out, this time included.
@@ -101,7 +103,13 @@ impl Received {
             .into_iter()
             .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
             .collect();
-        Some(Received { body: m.body?, receipt: m.receipt_handle?, receive_count, attributes })
+        Some(Received {
+            id: m.message_id.unwrap_or_default(),
+            body: m.body?,
+            receipt: m.receipt_handle?,
+            receive_count,
+            attributes,
+        })
     }
 
     pub fn attribute(&self, name: &str) -> Option<&str> {
@@ -203,6 +211,23 @@ impl Queue {
             .queue_url(&self.url)
             .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
             .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(out.messages.unwrap_or_default().into_iter().filter_map(Received::from_sdk).collect())
+    }
+
+    /// Looks at up to `max` messages without taking them: they stay visible to everyone else.
+    pub async fn peek(&self, max: usize) -> Result<Vec<Received>, QueueError> {
+        self.count();
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+            .visibility_timeout(0)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_attribute_names("All")
             .send()

@@ -87,6 +87,20 @@ fn sentence(rng: &mut impl Rng, words: usize) -> String {
     s
 }
 
+/// Text brotli cannot shrink much (letters and digits from a xorshift generator): for limits
+/// that hold after compression, such as DynamoDB's item size.
+pub fn incompressible_text(len: usize, seed: u64) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"[(x % 62) as usize])
+        })
+        .collect()
+}
+
 /// A submission payload (`{"fields", "meta", "submitted_at"}`) of about `target_bytes` bytes of
 /// JSON. The free-text message grows to fill the target.
 pub fn text_heavy_payload(target_bytes: usize, seed: u64) -> Value {

@@ -17,6 +17,11 @@ pub fn shard_of(id: &SubmissionId, count: u16) -> u16 {
     (h % u64::from(count)) as u16
 }
 
+/// How long after a growth is recorded it takes effect. Every cache of the tenant profile (ingest
+/// keeps one for at most 60 s) has seen the new count by then, so the count a submission is written
+/// under follows from its id alone, whichever ingest instance takes it or its retries.
+pub const GROWTH_DELAY_MS: u64 = 120_000;
+
 /// One era of a tenant's shard count, effective from `since_ms` (epoch milliseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardEpoch {
@@ -62,7 +67,12 @@ impl ShardHistory {
         &self.0
     }
 
-    /// The count new submissions are written with.
+    /// The count in force at `ts_ms`: what a submission whose id carries that time is written with.
+    pub fn count_at(&self, ts_ms: u64) -> u16 {
+        self.0.iter().rev().find(|e| e.since_ms <= ts_ms).map_or(self.0[0].count, |e| e.count)
+    }
+
+    /// The newest count (in force now, or from its `since_ms` on).
     pub fn current(&self) -> u16 {
         self.0.last().map_or(1, |e| e.count)
     }
@@ -88,9 +98,7 @@ impl ShardHistory {
     /// The shards that may hold submission `id`: one per distinct historical count, the count in
     /// force at the id's timestamp first. A point read tries them in order.
     pub fn candidate_shards(&self, id: &SubmissionId) -> Vec<u16> {
-        let ts = id.timestamp_ms();
-        let at_time = self.0.iter().rev().find(|e| e.since_ms <= ts).map_or(self.0[0].count, |e| e.count);
-        let mut out = vec![shard_of(id, at_time)];
+        let mut out = vec![shard_of(id, self.count_at(id.timestamp_ms()))];
         for e in self.0.iter().rev() {
             let s = shard_of(id, e.count);
             if !out.contains(&s) {

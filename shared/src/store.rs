@@ -67,6 +67,19 @@ pub(crate) fn tx_put(table: &str, item: HashMap<String, AttributeValue>, conditi
     TransactWriteItem::builder().put(put.build().expect("table and item are set")).build()
 }
 
+/// A condition in a transaction that the item at `key` exists (e.g. the tenant a new item
+/// belongs to), so the write and the check cannot be separated by a concurrent delete.
+pub(crate) fn tx_exists(table: &str, key: &crate::keys::ItemKey) -> TransactWriteItem {
+    let check = aws_sdk_dynamodb::types::ConditionCheck::builder()
+        .table_name(table)
+        .key(crate::keys::PK, AttributeValue::S(key.pk.clone()))
+        .key(crate::keys::SK, AttributeValue::S(key.sk.clone()))
+        .condition_expression("attribute_exists(PK)")
+        .build()
+        .expect("table, key and condition are set");
+    TransactWriteItem::builder().condition_check(check).build()
+}
+
 /// Which of the transaction's items failed its condition, from the cancellation reasons.
 pub(crate) fn failed_conditions(e: &aws_sdk_dynamodb::Error) -> Option<Vec<usize>> {
     match e {
@@ -154,12 +167,14 @@ impl DataStore {
         }
     }
 
-    /// Grows a tenant's shard count, keeping the history. Conditional on the count read, so two
+    /// Grows a tenant's shard count, keeping the history. The new count applies to submissions
+    /// whose id time is `GROWTH_DELAY_MS` after `now_ms` or later. Conditional on the count read, so two
     /// concurrent changes cannot lose one another.
     pub async fn grow_shards(&self, tenant: &TenantId, count: u16, now_ms: u64) -> Result<TenantProfile, StoreError> {
         let mut profile = self.get_tenant(tenant).await?.ok_or_else(|| StoreError::TenantNotFound(tenant.clone()))?;
         let before = profile.shards.current();
-        profile.shards.grow(count, now_ms)?;
+        // Effective only once every ingest cache can have seen it (see `GROWTH_DELAY_MS`).
+        profile.shards.grow(count, now_ms + crate::sharding::GROWTH_DELAY_MS)?;
         let mut put = tx_put(&self.table, profile.to_item(), Some("shard_count = :before"));
         if let Some(p) = put.put.as_mut() {
             p.expression_attribute_values =

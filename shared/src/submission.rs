@@ -26,6 +26,9 @@ pub const MESSAGE_VERSION: u8 = 1;
 /// The largest payload accepted: what one SQS message holds.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
+/// DynamoDB's limit on one item (attribute names and values, after compression).
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+
 /// SQS message attribute naming why the persister moved a message to the DLQ (a stable code).
 pub const REJECT_REASON_ATTRIBUTE: &str = "formbridge-reject-reason";
 /// SQS message attribute with the human-readable detail of the rejection.
@@ -43,7 +46,7 @@ pub struct QueueMessage {
     pub form_id: FormId,
     /// When ingest accepted it, RFC 3339 UTC.
     pub received_at: String,
-    /// The tenant's shard count when the submission was accepted.
+    /// The tenant's shard count in force at the submission id's time.
     pub shard_count: u16,
     /// When the stored submission expires (DynamoDB TTL, epoch seconds).
     pub expires_at: i64,
@@ -70,7 +73,9 @@ impl QueueMessage {
             site,
             form_id,
             received_at: received_at.format(&Rfc3339).unwrap_or_default(),
-            shard_count: profile.shards.current(),
+            // The count in force at the id's time, not now: a retry after a growth lands where
+            // the first attempt did.
+            shard_count: profile.shards.count_at(submission_id.timestamp_ms()),
             expires_at: received_at.unix_timestamp() + i64::from(profile.retention_days) * 86_400,
             payload,
         }
@@ -96,6 +101,8 @@ pub enum MessageError {
     Envelope,
     #[error("payload is {0} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit")]
     TooLarge(usize),
+    #[error("the stored item would be {0} bytes after compression, over DynamoDB's 400 KB item limit")]
+    ItemTooLarge(usize),
 }
 
 impl MessageError {
@@ -110,6 +117,7 @@ impl MessageError {
             MessageError::Fields => "bad_fields",
             MessageError::Envelope => "bad_envelope",
             MessageError::TooLarge(_) => "payload_too_large",
+            MessageError::ItemTooLarge(_) => "item_too_large",
         }
     }
 }
@@ -172,6 +180,15 @@ impl Submission {
 
     pub fn key(&self) -> ItemKey {
         keys::submission(&self.tenant, self.shard, &self.id)
+    }
+
+    /// The item, or [`MessageError::ItemTooLarge`] when it cannot be stored.
+    pub fn to_checked_item(&self, codec: &PayloadCodec) -> Result<HashMap<String, AttributeValue>, MessageError> {
+        let item = self.to_item(codec);
+        match crate::capacity::item_size(&item) {
+            size if size > MAX_ITEM_BYTES => Err(MessageError::ItemTooLarge(size)),
+            _ => Ok(item),
+        }
     }
 
     /// The DynamoDB item. Attribute names are short on purpose: they count toward item size.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Serialize;
 
+use crate::attrs::tenant as tn;
 use crate::ids::TenantId;
 use crate::keys;
 use crate::sharding::{ShardEpoch, ShardHistory};
@@ -32,8 +33,8 @@ impl TenantProfile {
             .iter()
             .map(|e| {
                 AttributeValue::M(HashMap::from([
-                    ("since_ms".to_owned(), AttributeValue::N(e.since_ms.to_string())),
-                    ("count".to_owned(), AttributeValue::N(e.count.to_string())),
+                    (tn::SINCE_MS.to_owned(), AttributeValue::N(e.since_ms.to_string())),
+                    (tn::COUNT.to_owned(), AttributeValue::N(e.count.to_string())),
                 ]))
             })
             .collect();
@@ -42,11 +43,11 @@ impl TenantProfile {
             (keys::SK.to_owned(), AttributeValue::S(key.sk)),
             (keys::GSI1PK.to_owned(), AttributeValue::S(dir.pk)),
             (keys::GSI1SK.to_owned(), AttributeValue::S(dir.sk)),
-            ("name".to_owned(), AttributeValue::S(self.name.clone())),
-            ("created_at".to_owned(), AttributeValue::S(self.created_at.clone())),
-            ("retention_days".to_owned(), AttributeValue::N(self.retention_days.to_string())),
-            ("shard_count".to_owned(), AttributeValue::N(self.shards.current().to_string())),
-            ("shard_history".to_owned(), AttributeValue::L(epochs)),
+            (tn::NAME.to_owned(), AttributeValue::S(self.name.clone())),
+            (tn::CREATED_AT.to_owned(), AttributeValue::S(self.created_at.clone())),
+            (tn::RETENTION_DAYS.to_owned(), AttributeValue::N(self.retention_days.to_string())),
+            (tn::SHARD_COUNT.to_owned(), AttributeValue::N(self.shards.current().to_string())),
+            (tn::SHARD_HISTORY.to_owned(), AttributeValue::L(epochs)),
         ])
     }
 
@@ -58,20 +59,23 @@ impl TenantProfile {
             _ => return None,
         };
         let epochs = item
-            .get("shard_history")?
+            .get(tn::SHARD_HISTORY)?
             .as_l()
             .ok()?
             .iter()
             .map(|e| {
                 let m = e.as_m().ok()?;
-                Some(ShardEpoch { since_ms: n(m.get("since_ms")?)?, count: u16::try_from(n(m.get("count")?)?).ok()? })
+                Some(ShardEpoch {
+                    since_ms: n(m.get(tn::SINCE_MS)?)?,
+                    count: u16::try_from(n(m.get(tn::COUNT)?)?).ok()?,
+                })
             })
             .collect::<Option<Vec<_>>>()?;
         Some(TenantProfile {
             tenant_id,
-            name: s("name")?,
-            created_at: s("created_at")?,
-            retention_days: u32::try_from(n(item.get("retention_days")?)?).ok()?,
+            name: s(tn::NAME)?,
+            created_at: s(tn::CREATED_AT)?,
+            retention_days: u32::try_from(n(item.get(tn::RETENTION_DAYS)?)?).ok()?,
             shards: ShardHistory::from_epochs(epochs).ok()?,
         })
     }

@@ -468,9 +468,6 @@ async fn destination_command(store: &DataStore, keyring: &KeyringArgs, cmd: Dest
             let mut delivery_policy = DeliveryPolicy::default();
             policy.apply(&mut delivery_policy);
             let keyring = keyring.load()?;
-            for t in &tenants {
-                profile(store, t).await?;
-            }
             // Whole tenants first, then each remaining site under its tenant.
             let mut targets: Vec<(TenantId, Vec<SiteDomain>)> = tenants.iter().map(|t| (t.clone(), vec![])).collect();
             let found = store.get_sites(&sites).await?;
@@ -727,40 +724,21 @@ async fn execute(cli: Cli) -> Result<Value> {
             }
         }
         Command::Dlq(DlqCommand::Peek { body_chars }) => {
-            let url = aws
-                .sqs
-                .get_queue_url()
-                .queue_name(&cli.resources.ingest_dlq)
-                .send()
+            let dlq =
+                formbridge_shared::queue::Queue::open(aws.sqs.clone(), &cli.resources.ingest_dlq, "admin").await?;
+            let messages: Vec<Value> = dlq
+                .peek(10)
                 .await?
-                .queue_url
-                .unwrap_or_default();
-            let out = aws
-                .sqs
-                .receive_message()
-                .queue_url(&url)
-                .max_number_of_messages(10)
-                .visibility_timeout(0)
-                .message_attribute_names("All")
-                .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-                .send()
-                .await?;
-            let attr = |m: &aws_sdk_sqs::types::Message, name: &str| {
-                m.message_attributes().and_then(|a| a.get(name)).and_then(|v| v.string_value()).map(str::to_owned)
-            };
-            let messages: Vec<Value> = out
-                .messages()
                 .iter()
                 .map(|m| {
-                    let body = m.body().unwrap_or_default();
                     json!({
-                        "message_id": m.message_id(),
+                        "message_id": m.id,
                         // Messages moved by the redrive policy carry no reason: they failed to be
                         // written maxReceiveCount times (see the persister's error logs).
-                        "reason": attr(m, REJECT_REASON_ATTRIBUTE).unwrap_or_else(|| "redriven_after_repeated_failures".into()),
-                        "detail": attr(m, REJECT_DETAIL_ATTRIBUTE),
-                        "body_bytes": body.len(),
-                        "body": body.chars().take(body_chars).collect::<String>(),
+                        "reason": m.attribute(REJECT_REASON_ATTRIBUTE).unwrap_or("redriven_after_repeated_failures"),
+                        "detail": m.attribute(REJECT_DETAIL_ATTRIBUTE),
+                        "body_bytes": m.body.len(),
+                        "body": m.body.chars().take(body_chars).collect::<String>(),
                     })
                 })
                 .collect();
@@ -801,14 +779,8 @@ async fn execute(cli: Cli) -> Result<Value> {
         }
         Command::Demo(DemoCommand::Enqueue { tenant, count, size, site, form }) => {
             let p = profile(&store, &tenant).await?;
-            let url = aws
-                .sqs
-                .get_queue_url()
-                .queue_name(&cli.resources.ingest_queue)
-                .send()
-                .await?
-                .queue_url
-                .unwrap_or_default();
+            let queue =
+                formbridge_shared::queue::Queue::open(aws.sqs.clone(), &cli.resources.ingest_queue, "admin").await?;
             let seed = now_ms();
             let mut ids = Vec::with_capacity(count);
             let messages: Vec<QueueMessage> = (0..count)
@@ -821,22 +793,11 @@ async fn execute(cli: Cli) -> Result<Value> {
                     QueueMessage::new(&p, site.clone(), form.clone(), id, OffsetDateTime::now_utc(), payload)
                 })
                 .collect();
-            for chunk in messages.chunks(10) {
-                let entries = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| {
-                        aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .message_body(serde_json::to_string(m).expect("serialisable"))
-                            .build()
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let out = aws.sqs.send_message_batch().queue_url(&url).set_entries(Some(entries)).send().await?;
-                if !out.failed.is_empty() {
-                    bail!("{} messages were refused by the queue", out.failed.len());
-                }
-            }
+            let outgoing: Vec<_> = messages
+                .iter()
+                .map(|m| formbridge_shared::queue::Outgoing::new(serde_json::to_string(m).expect("serialisable")))
+                .collect();
+            queue.send_all(&outgoing).await?;
             json!({ "enqueued": count, "tenant": tenant, "submission_ids": ids })
         }
         Command::Demo(DemoCommand::Receive { .. }) => unreachable!("handled before AWS is configured"),

@@ -272,7 +272,7 @@ impl Engine {
             return Ok(h);
         }
         let h = self.health.get(tenant, dest).await?;
-        usage::read(COMPONENT, 0, true);
+        usage::read(COMPONENT, 0, false);
         self.health_cache.insert(key, h.clone()).await;
         Ok(h)
     }
@@ -293,7 +293,8 @@ impl Engine {
     }
 
     /// Handles one message. `Ok` means it may be deleted; `Err` leaves it for another try.
-    pub async fn handle(&self, m: &DeliveryMessage) -> Result<(), EngineError> {
+    /// `receive_count` is how many times SQS has handed this message out.
+    pub async fn handle(&self, m: &DeliveryMessage, receive_count: u32) -> Result<(), EngineError> {
         let span = tracing::info_span!(
             "delivery",
             tenant = %m.tenant,
@@ -301,15 +302,15 @@ impl Engine {
             destination = %m.destination,
             attempt = m.attempt,
         );
-        self.handle_in_span(m).instrument(span).await
+        self.handle_in_span(m, receive_count).instrument(span).await
     }
 
-    async fn handle_in_span(&self, m: &DeliveryMessage) -> Result<(), EngineError> {
+    async fn handle_in_span(&self, m: &DeliveryMessage, receive_count: u32) -> Result<(), EngineError> {
         let now = now_ms();
         if m.due_ms > now + 1_000 {
             return self.defer(m, m.due_ms, DeferReason::Chained).await;
         }
-        let record = match self.load(m).instrument(tracing::debug_span!("load")).await? {
+        let record = match self.load(m, receive_count).instrument(tracing::debug_span!("load")).await? {
             Loaded::Current(r) => r.map(|r| *r),
             Loaded::Stale => {
                 StaleMessage.emit();
@@ -348,10 +349,16 @@ impl Engine {
     }
 
     /// Phase 1: the record, and whether this message is still wanted.
-    async fn load(&self, m: &DeliveryMessage) -> Result<Loaded, EngineError> {
+    ///
+    /// A first attempt has no record unless its message is a duplicate. Duplicates come from a
+    /// redelivery (SQS hands the message out again: `receive_count` > 1) or from a fan-out that
+    /// repeats a batch (it marks those `recheck`); only then is the record read, eventually
+    /// consistent, at half a read unit. A fresh first attempt reads nothing.
+    async fn load(&self, m: &DeliveryMessage, receive_count: u32) -> Result<Loaded, EngineError> {
+        if is_first_send(m) && !m.recheck && receive_count <= 1 {
+            return Ok(Loaded::Current(None));
+        }
         let key = keys::delivery(&m.tenant, m.shard, &m.submission, &m.destination);
-        // A first attempt only needs to know whether a record exists (a duplicate message):
-        // eventually consistent is enough, at half the price.
         let record = self.records.get(&key, !is_first_send(m)).await?;
         Ok(match record {
             None if m.attempt == 1 => Loaded::Current(None),
@@ -698,6 +705,7 @@ impl Engine {
         tenant: &TenantId,
         shard: u16,
         submission: formbridge_shared::SubmissionId,
+        recheck: bool,
     ) -> Result<Vec<DeliveryMessage>, EngineError> {
         use formbridge_shared::attrs::{submission as sb, Attrs};
         let a = Attrs(new);
@@ -732,6 +740,7 @@ impl Engine {
                 form_id: Some(form_id.to_owned()),
                 expires_at: Some(expires_at),
                 sub: inline.clone(),
+                recheck,
             })
             .collect())
     }

@@ -19,6 +19,30 @@ use crate::engine::{Engine, EngineError};
 #[derive(Debug)]
 pub struct FanOut {
     pub engine: Arc<Engine>,
+    /// Shards whose last batch failed part-way: their next batch may repeat messages.
+    pub failed: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl FanOut {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine, failed: Default::default() }
+    }
+
+    /// Whether `shard`'s last batch failed; records the outcome of this one when given.
+    fn failed_before(&self, shard: &str, now_failed: Option<bool>) -> bool {
+        let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        let before = f.contains(shard);
+        match now_failed {
+            Some(true) => {
+                f.insert(shard.to_owned());
+            }
+            Some(false) => {
+                f.remove(shard);
+            }
+            None => {}
+        }
+        before
+    }
 }
 
 fn failed(e: EngineError) -> ProcessError {
@@ -26,14 +50,26 @@ fn failed(e: EngineError) -> ProcessError {
 }
 
 impl BatchProcessor for FanOut {
-    async fn process(&self, records: &[Change], _committer: &mut Committer<'_>) -> Result<(), ProcessError> {
+    async fn process(&self, records: &[Change], committer: &mut Committer<'_>) -> Result<(), ProcessError> {
+        let shard = committer.shard().to_owned();
+        // A batch that may have been handled before (by a worker that died, or by this one when
+        // it failed part-way) marks its messages for the worker's duplicate check.
+        let recheck = committer.is_first_batch() || self.failed_before(&shard, None);
+        let r = self.fan_out(records, recheck).await;
+        self.failed_before(&shard, Some(r.is_err()));
+        r
+    }
+}
+
+impl FanOut {
+    async fn fan_out(&self, records: &[Change], recheck: bool) -> Result<(), ProcessError> {
         let mut messages = Vec::new();
         for c in records {
             let (Entity::Submission { tenant, shard, id }, ChangeKind::Insert, Some(new)) = (&c.entity, c.kind, &c.new)
             else {
                 continue;
             };
-            messages.extend(self.engine.fan_out(new, tenant, *shard, *id).await.map_err(failed)?);
+            messages.extend(self.engine.fan_out(new, tenant, *shard, *id, recheck).await.map_err(failed)?);
         }
         if messages.is_empty() {
             return Ok(());

@@ -68,7 +68,7 @@ pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -
         group: config.group.clone(),
     };
     let alarms = stream::Alarms { eventbridge: Some((aws.eventbridge.clone(), config.resources.event_bus.clone())) };
-    let fan = Arc::new(fanout::FanOut { engine: engine.clone() });
+    let fan = Arc::new(fanout::FanOut::new(engine.clone()));
     let consumer = stream::run(streams, leases, fan, config.consumer(), alarms, shutdown.clone());
     let settings = worker::PollSettings {
         pollers: config.pollers,

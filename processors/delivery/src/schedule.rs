@@ -119,6 +119,16 @@ mod tests {
         assert_eq!(parse_retry_after("soon", now), None);
     }
 
+    #[test]
+    fn delays_are_jittered() {
+        let s = Schedule::new(&[100]);
+        let delays: std::collections::BTreeSet<u128> = (0..50).map(|_| s.delay(1).unwrap().as_millis()).collect();
+        // Without jitter every draw would be 100,000 ms; with ±20% fifty draws spread widely.
+        assert!(delays.len() > 40, "{} distinct delays in 50 draws", delays.len());
+        let (lo, hi) = (*delays.first().unwrap(), *delays.last().unwrap());
+        assert!(hi - lo > 10_000, "spread {lo}..{hi} ms is too narrow for ±20%");
+    }
+
     proptest! {
         #[test]
         fn jitter_stays_within_20_percent(base in 1u32..86_400) {

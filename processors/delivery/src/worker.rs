@@ -24,8 +24,9 @@ use crate::events::{InternalEvent, NotHandled};
 /// Seconds a message that could not be handled waits before it is tried again.
 const ERROR_BACKOFF_S: i32 = 10;
 
-/// Longest wait for a batch of acknowledgements to fill.
-const ACK_LINGER: Duration = Duration::from_millis(100);
+/// Longest wait for a batch of acknowledgements to fill. Nobody waits on a delete, so it may
+/// linger longer than a receive.
+const ACK_LINGER: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, Copy)]
 pub struct PollSettings {
@@ -104,7 +105,7 @@ async fn handle(engine: &Engine, m: Received, acker: &Acker) {
             return;
         }
     };
-    match engine.handle(&msg).await {
+    match engine.handle(&msg, m.receive_count).await {
         Ok(()) => acker.ack(m.receipt),
         Err(e) => {
             NotHandled { error: &e }.emit();

@@ -31,8 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 use formbridge_shared::audit::AuthFailure;
 use formbridge_shared::aws::AwsClients;
+use formbridge_shared::queue::Queue;
 use formbridge_shared::store::DataStore;
-use formbridge_shared::submission::QueueMessage;
+use formbridge_shared::submission::{MessageError, QueueMessage, Submission, MAX_ITEM_BYTES};
 use formbridge_shared::{domain, SiteDomain, SubmissionId, TenantId};
 
 pub use config::Config;
@@ -66,8 +67,8 @@ impl std::fmt::Debug for AppState {
 pub enum IngestError {
     #[error("invalid configuration: {0}")]
     Config(#[from] formbridge_shared::aws::ConfigError),
-    #[error("cannot resolve queue {name}: {source}")]
-    Queue { name: String, source: aws_sdk_sqs::Error },
+    #[error(transparent)]
+    Queue(#[from] formbridge_shared::queue::QueueError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
 }
@@ -89,19 +90,11 @@ pub async fn endpoint(
 ) -> Result<Endpoint, IngestError> {
     let keyring = config.keyring.load()?;
     let store = DataStore::new(aws.dynamodb.clone(), config.resources.table.clone());
-    let queue_url = aws
-        .sqs
-        .get_queue_url()
-        .queue_name(&config.resources.ingest_queue)
-        .send()
-        .await
-        .map_err(|e| IngestError::Queue { name: config.resources.ingest_queue.clone(), source: e.into() })?
-        .queue_url
-        .unwrap_or_default();
+    let queue = Queue::open(bounded_sqs(&aws.sqs), &config.resources.ingest_queue, "ingest").await?;
     let quota = Quota::per_second(NonZeroU32::new(config.tenant_rate).unwrap_or(NonZeroU32::MIN))
         .allow_burst(NonZeroU32::new(config.tenant_burst).unwrap_or(NonZeroU32::MIN));
     let failures = FailureLog::default();
-    let enqueuer = Enqueuer::start(bounded_sqs(&aws.sqs), queue_url, config.linger());
+    let enqueuer = Enqueuer::start(queue, config.linger());
     let enqueue_stats = enqueuer.stats.clone();
     let state = AppState {
         inner: Arc::new(Inner {
@@ -176,12 +169,22 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
-/// The id of a submission: the same site and `webhook-id` always give the same id, so a sender's
-/// retry rewrites the same item instead of adding one, at no extra DynamoDB cost. The ULID's
-/// time part is the submission time the site reports (stable across retries), so ids sort by
-/// submission time; a body without `submitted_at` gets time 0 and sorts before dated ones.
-pub fn submission_id(site: &SiteDomain, webhook_id: &str, time_ms: u64) -> SubmissionId {
-    let h = Sha256::new().chain_update(site.as_str()).chain_update([0]).chain_update(webhook_id).finalize();
+/// The id of a submission: the same site, `webhook-id` and content always give the same id, so a
+/// sender's retry rewrites the same item instead of adding one, at no extra DynamoDB cost. The
+/// content is the canonical payload (keys sorted, no whitespace), so a retry that re-serialises
+/// the same JSON differently is still the same submission; a `webhook-id` reused for different
+/// content is a new submission, stored, counted and delivered as such (never an overwrite).
+/// The ULID's time part is the submission time the site reports (stable across retries), so ids
+/// sort by submission time; a body without `submitted_at` gets time 0 and sorts before dated ones.
+pub fn submission_id(site: &SiteDomain, webhook_id: &str, time_ms: u64, canonical_payload: &[u8]) -> SubmissionId {
+    let content = Sha256::digest(canonical_payload);
+    let h = Sha256::new()
+        .chain_update(site.as_str())
+        .chain_update([0])
+        .chain_update(webhook_id)
+        .chain_update([0])
+        .chain_update(content)
+        .finalize();
     let mut random = [0u8; 16];
     random[6..].copy_from_slice(&h[..10]);
     let random = u128::from_be_bytes(random);
@@ -190,6 +193,24 @@ pub fn submission_id(site: &SiteDomain, webhook_id: &str, time_ms: u64) -> Submi
 
 fn now_s() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Refuses a submission whose stored item would be over DynamoDB's 400 KB limit (413), so it is
+/// never accepted only to be dead-lettered by the persister. Only large bodies are compressed
+/// here to find out: anything under half the limit fits whatever the codec does.
+fn check_item_fits(message: &QueueMessage, payload_len: usize) -> Result<(), ApiError> {
+    if payload_len < MAX_ITEM_BYTES / 2 {
+        return Ok(());
+    }
+    let checked = Submission::from_message(message.clone())
+        .and_then(|s| s.to_checked_item(&formbridge_shared::codec::PayloadCodec::default()));
+    match checked {
+        Err(e @ MessageError::ItemTooLarge(_)) => {
+            Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "item_too_large", e.to_string()))
+        }
+        Err(e) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_submission", e.to_string())),
+        Ok(_) => Ok(()),
+    }
 }
 
 /// The id and timestamp, when all three Standard Webhooks headers are present and readable.
@@ -306,8 +327,12 @@ async fn accept(
     // Identity must survive a retry, so the time part comes only from the signed body: the
     // submission time the site reports, or 0 ("undated") when it sends none.
     let time_ms = env.submitted_at.map_or(0, |t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0));
-    let id = submission_id(&site, webhook_id, time_ms);
-    let message = QueueMessage::new(&resolved.tenant, site.clone(), env.form_id.clone(), id, received, env.payload());
+    let payload = env.payload();
+    let canonical = serde_json::to_vec(&payload)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let id = submission_id(&site, webhook_id, time_ms, &canonical);
+    let message = QueueMessage::new(&resolved.tenant, site.clone(), env.form_id.clone(), id, received, payload);
+    check_item_fits(&message, canonical.len())?;
     let body = serde_json::to_string(&message)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     match s.enqueuer.enqueue(body).await {

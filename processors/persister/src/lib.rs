@@ -19,10 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
-use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
-    SendMessageBatchRequestEntry,
-};
 use backon::BackoffBuilder;
 use futures::{SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use formbridge_shared::aws::AwsClients;
 use formbridge_shared::codec::PayloadCodec;
 use formbridge_shared::keys::ItemKey;
+use formbridge_shared::queue::{Outgoing, Queue, QueueError, Received};
 use formbridge_shared::submission::Submission;
 
 pub use config::Config;
@@ -39,9 +36,12 @@ pub use formbridge_shared::submission::{REJECT_DETAIL_ATTRIBUTE, REJECT_REASON_A
 
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
-    #[error("cannot resolve queue {name}: {source}")]
-    Queue { name: String, source: aws_sdk_sqs::Error },
+    #[error(transparent)]
+    Queue(#[from] QueueError),
 }
+
+/// What the persister is metered as in `formbridge_shared::usage`.
+const COMPONENT: &str = "persister";
 
 /// What a run did, in messages, for logs and tests.
 #[derive(Debug, Default)]
@@ -79,31 +79,20 @@ impl Counters {
 }
 
 struct Ctx {
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
-    dlq_url: String,
+    queue: Queue,
+    dlq: Queue,
     table: DynamoBatchWrite,
     codec: PayloadCodec,
     write_retries: u16,
     counters: Arc<Counters>,
 }
 
-async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String, PersistError> {
-    sqs.get_queue_url()
-        .queue_name(name)
-        .send()
-        .await
-        .map(|o| o.queue_url.unwrap_or_default())
-        .map_err(|e| PersistError::Queue { name: name.to_owned(), source: e.into() })
-}
-
 /// Runs until `shutdown` is cancelled, then finishes every message already received and returns.
 pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -> Result<RunSummary, PersistError> {
     let counters = Arc::new(Counters::default());
     let ctx = Arc::new(Ctx {
-        queue_url: queue_url(&aws.sqs, &config.resources.ingest_queue).await?,
-        dlq_url: queue_url(&aws.sqs, &config.resources.ingest_dlq).await?,
-        sqs: aws.sqs.clone(),
+        queue: Queue::open(aws.sqs.clone(), &config.resources.ingest_queue, COMPONENT).await?,
+        dlq: Queue::open(aws.sqs.clone(), &config.resources.ingest_dlq, COMPONENT).await?,
         table: DynamoBatchWrite { client: aws.dynamodb.clone(), table: config.resources.table.clone() },
         codec: PayloadCodec {
             threshold: config.compress_threshold,
@@ -113,9 +102,9 @@ pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -
         write_retries: config.write_retries,
         counters: counters.clone(),
     });
-    tracing::info!(queue = %ctx.queue_url, table = %ctx.table.table, pollers = config.pollers, writers = config.writers, "persister started");
+    tracing::info!(queue = %ctx.queue.name(), table = %ctx.table.table, pollers = config.pollers, writers = config.writers, "persister started");
 
-    let (tx, rx) = futures::channel::mpsc::channel::<Message>(usize::from(config.pollers) * 10);
+    let (tx, rx) = futures::channel::mpsc::channel::<Received>(usize::from(config.pollers) * 10);
     let pollers: Vec<_> = (0..config.pollers)
         .map(|i| tokio::spawn(poll(ctx.clone(), tx.clone(), shutdown.clone(), config.wait_seconds, i)))
         .collect();
@@ -138,7 +127,7 @@ pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -
 
 async fn poll(
     ctx: Arc<Ctx>,
-    mut tx: futures::channel::mpsc::Sender<Message>,
+    mut tx: futures::channel::mpsc::Sender<Received>,
     shutdown: CancellationToken,
     wait_seconds: u8,
     poller: u16,
@@ -157,19 +146,11 @@ async fn poll(
     while !shutdown.is_cancelled() {
         // A receive in flight is allowed to finish (at most `wait_seconds`): aborting it could
         // leave messages invisible until their visibility timeout.
-        let out = ctx
-            .sqs
-            .receive_message()
-            .queue_url(&ctx.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(i32::from(wait_seconds))
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .send()
-            .await;
+        let out = ctx.queue.receive(10, Duration::from_secs(u64::from(wait_seconds))).await;
         match out {
-            Ok(out) => {
+            Ok(messages) => {
                 backoff = fresh();
-                for m in out.messages.unwrap_or_default() {
+                for m in messages {
                     ctx.counters.received.fetch_add(1, Ordering::Relaxed);
                     if tx.send(m).await.is_err() {
                         return;
@@ -178,7 +159,7 @@ async fn poll(
             }
             Err(e) => {
                 let delay = backoff.next().unwrap_or(Duration::from_secs(20));
-                tracing::warn!(poller, error = %aws_sdk_sqs::Error::from(e), ?delay, "receive failed");
+                tracing::warn!(poller, error = %e, ?delay, "receive failed");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.cancelled() => {}
@@ -192,26 +173,27 @@ async fn poll(
 /// a replay) are written once and all deleted after that write.
 struct Prepared {
     items: BTreeMap<ItemKey, (HashMap<String, aws_sdk_dynamodb::types::AttributeValue>, Vec<String>)>,
-    rejected: Vec<(Message, formbridge_shared::submission::MessageError)>,
+    rejected: Vec<(Received, formbridge_shared::submission::MessageError)>,
 }
 
-fn prepare(codec: &PayloadCodec, batch: Vec<Message>) -> Prepared {
+fn prepare(codec: &PayloadCodec, batch: Vec<Received>) -> Prepared {
     let mut items: BTreeMap<ItemKey, (HashMap<_, _>, Vec<String>)> = BTreeMap::new();
     let mut rejected = Vec::new();
     for m in batch {
-        let handle = m.receipt_handle.clone().unwrap_or_default();
-        match Submission::from_message_body(m.body().unwrap_or_default()) {
-            Ok(sub) => {
-                let entry = items.entry(sub.key()).or_insert_with(|| (sub.to_item(codec), Vec::new()));
-                entry.1.push(handle);
-            }
+        let handle = m.receipt.clone();
+        // A submission that cannot be stored (bad message, or an item over DynamoDB's limit) goes
+        // to the DLQ on its own; the rest of the batch is written.
+        let parsed = Submission::from_message_body(&m.body)
+            .and_then(|sub| sub.to_checked_item(codec).map(|item| (sub.key(), item)));
+        match parsed {
+            Ok((key, item)) => items.entry(key).or_insert_with(|| (item, Vec::new())).1.push(handle),
             Err(e) => rejected.push((m, e)),
         }
     }
     Prepared { items, rejected }
 }
 
-async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Message>) {
+async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Received>) {
     let Prepared { items, rejected } = prepare(&ctx.codec, batch);
     let mut deletable = Vec::new();
     if !rejected.is_empty() {
@@ -249,42 +231,29 @@ async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Message>) {
 
 /// Sends rejected messages to the DLQ with their reason; returns the receipt handles that may
 /// now be deleted from the ingest queue (those the DLQ accepted).
-async fn dead_letter(ctx: &Ctx, rejected: Vec<(Message, formbridge_shared::submission::MessageError)>) -> Vec<String> {
+async fn dead_letter(ctx: &Ctx, rejected: Vec<(Received, formbridge_shared::submission::MessageError)>) -> Vec<String> {
+    let outgoing: Vec<Outgoing> = rejected
+        .iter()
+        .map(|(m, e)| {
+            let body = if m.body.is_empty() { "(empty)" } else { m.body.as_str() };
+            Outgoing::new(body)
+                .attribute(REJECT_REASON_ATTRIBUTE, e.code())
+                .attribute(REJECT_DETAIL_ATTRIBUTE, e.to_string().chars().take(512).collect::<String>())
+        })
+        .collect();
+    let sent = ctx.dlq.send(&outgoing).await;
     let mut deletable = Vec::new();
-    for chunk in rejected.chunks(10) {
-        let entries: Vec<_> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, (m, e))| {
-                let attr = |v: &str| {
-                    MessageAttributeValue::builder().data_type("String").string_value(v).build().expect("set")
-                };
-                let detail: String = e.to_string().chars().take(512).collect();
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(m.body().filter(|b| !b.is_empty()).unwrap_or("(empty)"))
-                    .message_attributes(REJECT_REASON_ATTRIBUTE, attr(e.code()))
-                    .message_attributes(REJECT_DETAIL_ATTRIBUTE, attr(&detail))
-                    .build()
-                    .expect("id and body are set")
-            })
-            .collect();
-        let sent = ctx.sqs.send_message_batch().queue_url(&ctx.dlq_url).set_entries(Some(entries)).send().await;
-        let ok_ids: Vec<String> = match sent {
-            Ok(out) => out.successful.iter().map(|s| s.id.clone()).collect(),
-            Err(e) => {
-                tracing::error!(error = %aws_sdk_sqs::Error::from(e), "could not move rejected messages to the DLQ; they stay queued and the redrive policy will move them");
-                Vec::new()
-            }
-        };
-        for (i, (m, e)) in chunk.iter().enumerate() {
-            // The body is not logged: it may carry personal data.
-            let moved = ok_ids.contains(&i.to_string());
-            tracing::warn!(message_id = m.message_id().unwrap_or_default(), reason = e.code(), detail = %e, moved_to_dlq = moved, "rejected queue message");
-            if moved {
+    for ((m, e), moved) in rejected.into_iter().zip(sent) {
+        // The body is not logged: it may carry personal data.
+        match moved {
+            Ok(()) => {
+                tracing::warn!(reason = e.code(), detail = %e, "rejected queue message moved to the DLQ");
                 ctx.counters.rejected.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("persister_messages_rejected_total", "reason" => e.code()).increment(1);
-                deletable.push(m.receipt_handle.clone().unwrap_or_default());
+                deletable.push(m.receipt);
+            }
+            Err(why) => {
+                tracing::error!(reason = e.code(), error = %why, "could not move a rejected message to the DLQ; it stays queued and the redrive policy will move it")
             }
         }
     }
@@ -292,25 +261,13 @@ async fn dead_letter(ctx: &Ctx, rejected: Vec<(Message, formbridge_shared::submi
 }
 
 async fn delete(ctx: &Ctx, handles: Vec<String>) {
-    for chunk in handles.chunks(10) {
-        let entries: Vec<_> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(h).build().expect("set")
-            })
-            .collect();
-        match ctx.sqs.delete_message_batch().queue_url(&ctx.queue_url).set_entries(Some(entries)).send().await {
-            Ok(out) => {
-                ctx.counters.deleted.fetch_add(out.successful.len() as u64, Ordering::Relaxed);
-                for f in out.failed {
-                    // Harmless: the message comes back and rewrites the same item.
-                    tracing::warn!(code = f.code, "delete failed; message will be redelivered");
-                }
+    for r in ctx.queue.delete(&handles).await {
+        match r {
+            Ok(()) => {
+                ctx.counters.deleted.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => {
-                tracing::warn!(error = %aws_sdk_sqs::Error::from(e), "delete batch failed; messages will be redelivered")
-            }
+            // Harmless: the message comes back and rewrites the same item.
+            Err(e) => tracing::warn!(error = %e, "delete failed; message will be redelivered"),
         }
     }
 }
@@ -319,14 +276,16 @@ async fn delete(ctx: &Ctx, handles: Vec<String>) {
 mod tests {
     use super::*;
 
-    fn msg(body: &str, handle: &str) -> Message {
-        Message::builder().body(body).receipt_handle(handle).message_id(handle).build()
+    fn msg(body: &str, handle: &str) -> Received {
+        Received { id: handle.into(), body: body.into(), receipt: handle.into(), receive_count: 1, attributes: vec![] }
     }
 
-    #[test]
-    fn duplicates_in_a_batch_become_one_item_and_every_copy_is_deleted() {
-        let Ok(serde_json::Value::Object(payload)) = serde_json::from_str(r#"{"fields":{"a":"b"}}"#) else { panic!() };
-        let m = formbridge_shared::submission::QueueMessage {
+    /// A queue message body for one submission whose only field is `message`.
+    fn message(text: &str) -> String {
+        let serde_json::Value::Object(payload) = serde_json::json!({ "fields": { "message": text } }) else {
+            unreachable!()
+        };
+        serde_json::to_string(&formbridge_shared::submission::QueueMessage {
             v: 1,
             submission_id: formbridge_shared::SubmissionId::new(),
             tenant_id: formbridge_shared::TenantId::parse("acme").unwrap(),
@@ -336,12 +295,28 @@ mod tests {
             shard_count: 2,
             expires_at: 1_900_000_000,
             payload,
-        };
-        let body = serde_json::to_string(&m).unwrap();
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn duplicates_in_a_batch_become_one_item_and_every_copy_is_deleted() {
+        let body = message("b");
         let p = prepare(&PayloadCodec::default(), vec![msg(&body, "h1"), msg(&body, "h2"), msg("{oops", "h3")]);
         assert_eq!(p.items.len(), 1);
         assert_eq!(p.items.values().next().unwrap().1, vec!["h1".to_string(), "h2".to_string()]);
         assert_eq!(p.rejected.len(), 1);
         assert_eq!(p.rejected[0].1.code(), "malformed_json");
+    }
+
+    #[test]
+    fn an_item_over_the_limit_is_rejected_alone_and_the_batch_is_written() {
+        let big = message(&formbridge_shared::sample::incompressible_text(700 * 1024, 7));
+        let batch = vec![msg(&message("hello"), "ok1"), msg(&big, "big"), msg(&message("again"), "ok2")];
+        let p = prepare(&PayloadCodec::default(), batch);
+        assert_eq!(p.items.len(), 2, "the good messages of the batch are written");
+        assert_eq!(p.rejected.len(), 1);
+        assert_eq!(p.rejected[0].0.receipt, "big");
+        assert_eq!(p.rejected[0].1.code(), "item_too_large");
     }
 }

@@ -171,7 +171,9 @@ impl HealthStore {
             .table_name(&self.table)
             .key(keys::PK, AttributeValue::S(k.pk))
             .key(keys::SK, AttributeValue::S(k.sk))
-            .consistent_read(true)
+            // Eventually consistent: the breaker's transitions are conditional writes, so a read
+            // a moment old only means one more send or one more wait.
+            .consistent_read(false)
             .send()
             .await
             .map_err(DynErr::from)?;

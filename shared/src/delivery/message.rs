@@ -97,6 +97,10 @@ pub struct DeliveryMessage {
     /// The submission, when it fits; otherwise the worker reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<InlineSubmission>,
+    /// Set by a fan-out that may be repeating a batch (the first after taking a lease, or a retry
+    /// after an error): the worker checks for an existing record before a first attempt.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recheck: bool,
 }
 
 impl DeliveryMessage {
@@ -151,6 +155,7 @@ mod tests {
             form_id: Some("contact".into()),
             expires_at: Some(s.expires_at),
             sub: Some(inline),
+            recheck: true,
         };
         let back = DeliveryMessage::parse(&m.body()).unwrap();
         assert_eq!(back, m);

@@ -74,6 +74,7 @@ pub fn replay_message(rec: &DeliveryRecord, now: u64) -> DeliveryMessage {
         form_id: Some(rec.form_id.clone()),
         expires_at: Some(rec.expires_at),
         sub: None,
+        recheck: false,
     }
 }
 

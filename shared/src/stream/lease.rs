@@ -241,6 +241,12 @@ pub enum CommitError {
 }
 
 impl<'a> Committer<'a> {
+    /// Whether nothing has been committed since this worker took the shard's lease: the batch
+    /// may have been handled before, by a worker that died before its checkpoint.
+    pub fn is_first_batch(&self) -> bool {
+        self.commits == 0
+    }
+
     /// A committer outside a running consumer (tests and tools).
     pub fn for_tests(leases: &'a LeaseTable, shard: &'a str, owner: &'a str, checkpoint: Checkpoint) -> Self {
         Committer { leases, shard, owner, checkpoint, commits: 0 }

@@ -113,3 +113,19 @@ async fn destinations_keep_their_secrets_sealed_and_their_tenants_apart() {
     store.delete_destination(&ts[0], &a.id, now).await.unwrap();
     assert!(store.list_destinations(&ts[0]).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn destinations_are_created_only_for_tenants_that_exist() {
+    let (aws, names, _) = fresh_stack().await;
+    let store = DataStore::new(aws.dynamodb.clone(), names.table.clone());
+    let keyring = Keyring::parse(&Keyring::generate_spec("k1"), "test").unwrap();
+    let ts = tenants(&store, &["real-one"]).await;
+    let ghost = TenantId::parse("ghost").unwrap();
+    let now = OffsetDateTime::now_utc();
+    // One real tenant and one that does not exist: nothing is written for either.
+    let r = store.create_destinations(&[ts[0].clone(), ghost.clone()], &spec(None), &keyring, now).await;
+    assert!(matches!(&r, Err(DestinationError::TenantNotFound(t)) if *t == ghost), "{r:?}");
+    assert!(store.list_destinations(&ts[0]).await.unwrap().is_empty(), "the transaction wrote nothing");
+    assert!(store.list_destinations(&ghost).await.unwrap().is_empty());
+    assert_eq!(store.create_destinations(&ts, &spec(None), &keyring, now).await.unwrap().len(), 1);
+}

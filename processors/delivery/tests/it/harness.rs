@@ -12,8 +12,9 @@ use formbridge_delivery::Config;
 use formbridge_shared::aws::{AwsClients, ResourceNames};
 use formbridge_shared::codec::PayloadCodec;
 use formbridge_shared::delivery::history::{self, DeliveryHistory};
-use formbridge_shared::delivery::Status;
+use formbridge_shared::delivery::{DeliveryMessage, Status, Trigger};
 use formbridge_shared::destination::{DeliveryPolicy, Destination, DestinationKind, DestinationSpec};
+use formbridge_shared::queue::{Outgoing, Queue};
 use formbridge_shared::secrets::{Keyring, SigningSecret};
 use formbridge_shared::sharding::ShardHistory;
 use formbridge_shared::store::DataStore;
@@ -114,27 +115,31 @@ impl Stack {
 
     /// Writes `n` submissions as the persister does (each a stream INSERT).
     pub async fn submit(&self, n: usize) -> Vec<SubmissionId> {
-        let mut ids = Vec::new();
-        for i in 0..n {
-            let serde_json::Value::Object(payload) = sample::text_heavy_payload(600, i as u64) else { unreachable!() };
-            let m = QueueMessage {
-                v: 1,
-                submission_id: SubmissionId::new(),
-                tenant_id: self.tenant().clone(),
-                site: SiteDomain::parse("www.example.com").unwrap(),
-                form_id: FormId::parse("contact").unwrap(),
-                received_at: time::OffsetDateTime::now_utc()
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap(),
-                shard_count: 2,
-                expires_at: 1_900_000_000,
-                payload,
-            };
-            ids.push(m.submission_id);
-            let item = Submission::from_message(m).unwrap().to_item(&PayloadCodec::default());
-            self.aws.dynamodb.put_item().table_name(&self.names.table).set_item(Some(item)).send().await.unwrap();
+        let ids: Vec<SubmissionId> = (0..n).map(|_| SubmissionId::new()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            self.submit_as(*id, i as u64).await;
         }
         ids
+    }
+
+    /// Writes one submission with this id as the persister does.
+    pub async fn submit_as(&self, id: SubmissionId, seed: u64) {
+        let serde_json::Value::Object(payload) = sample::text_heavy_payload(600, seed) else { unreachable!() };
+        let m = QueueMessage {
+            v: 1,
+            submission_id: id,
+            tenant_id: self.tenant().clone(),
+            site: SiteDomain::parse("www.example.com").unwrap(),
+            form_id: FormId::parse("contact").unwrap(),
+            received_at: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap(),
+            shard_count: 2,
+            expires_at: 1_900_000_000,
+            payload,
+        };
+        let item = Submission::from_message(m).unwrap().to_item(&PayloadCodec::default());
+        self.aws.dynamodb.put_item().table_name(&self.names.table).set_item(Some(item)).send().await.unwrap();
     }
 
     /// Writes a stored submission again, unchanged (a persister retry): a MODIFY, or nothing.
@@ -217,6 +222,30 @@ impl Stack {
         }
     }
 
+    /// A delivery message for `attempt` of `id` to `dest`, as the fan-out or a retry makes it
+    /// (without the submission inline: the worker reads it).
+    pub fn message(&self, id: &SubmissionId, dest: &Destination, attempt: u16) -> DeliveryMessage {
+        DeliveryMessage {
+            v: formbridge_shared::delivery::message::VERSION,
+            tenant: self.tenant().clone(),
+            shard: formbridge_shared::sharding::shard_of(id, 2),
+            submission: *id,
+            destination: dest.id,
+            attempt,
+            due_ms: 0,
+            trigger: Trigger::Scheduled,
+            form_id: Some("contact".into()),
+            expires_at: Some(1_900_000_000),
+            sub: None,
+            recheck: false,
+        }
+    }
+
+    pub async fn enqueue(&self, queue: &str, m: &DeliveryMessage) {
+        let q = Queue::open(self.aws.sqs.clone(), queue, "test").await.unwrap();
+        q.send_all(&[Outgoing::new(m.body())]).await.unwrap();
+    }
+
     pub async fn destination_enabled(&self, d: &Destination) -> bool {
         self.store.get_destination(self.tenant(), &d.id).await.unwrap().unwrap().enabled
     }
@@ -273,6 +302,8 @@ pub struct Received {
     pub webhook_id: String,
     pub verified: bool,
     pub at: Instant,
+    /// Wall-clock epoch ms, to order against times the worker records.
+    pub wall_ms: u64,
     pub submission_id: String,
     pub authorization: Option<String>,
 }
@@ -312,6 +343,7 @@ impl Receiver {
                     webhook_id: headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned(),
                     verified,
                     at: Instant::now(),
+                    wall_ms: formbridge_shared::clock::now_ms(),
                     submission_id: v["data"]["submission_id"].as_str().unwrap_or("").to_owned(),
                     authorization: headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
                 });

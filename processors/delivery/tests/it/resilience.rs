@@ -12,6 +12,7 @@ use formbridge_shared::delivery::replay::{ReplayFilter, Replayer};
 use formbridge_shared::delivery::{FailureReason, Records, Status};
 use formbridge_shared::destination::DeliveryPolicy;
 use formbridge_shared::queue::Queue;
+use formbridge_shared::SubmissionId;
 
 use crate::harness::*;
 
@@ -48,47 +49,41 @@ async fn a_hanging_destination_does_not_slow_a_healthy_one() {
     let stack = Stack::new("isolation").await;
     let healthy = Receiver::start(None, always(200)).await;
     stack.destination(&healthy.url, fast_policy(&[1]), 5_000).await;
+    // The second destination never answers: 3 s timeout, 2 attempts at a time.
+    let hang = Receiver::start(None, Arc::new(|_| (200, vec![], Duration::from_secs(600)))).await;
+    let policy = DeliveryPolicy { max_in_flight: 2, ..fast_policy(&[30]) };
+    let (hang_dest, _) = stack.destination(&hang.url, policy, 3_000).await;
     let mut config = stack.config();
     config.breaker_threshold = 1000;
     let (stop, worker) = stack.start(config);
 
-    // Baseline: beside a second, healthy destination of the same tenant (the same fan-out work).
-    let twin = Receiver::start(None, always(200)).await;
-    let (twin_dest, _) = stack.destination(&twin.url, fast_policy(&[1]), 5_000).await;
-    healthy_latencies(&stack, &healthy, 1).await; // warm up: leases taken, connections open
-    let alone = healthy_latencies(&stack, &healthy, N).await;
-    stack
-        .store
-        .update_destination(
-            stack.tenant(),
-            &twin_dest.id,
-            &stack.keyring,
-            time::OffsetDateTime::now_utc(),
-            "t",
-            |d, _| d.enabled = false,
-        )
-        .await
-        .unwrap();
-
-    // Then the second destination never answers (3 s timeout, 2 attempts at a time).
-    let hang = Receiver::start(None, Arc::new(|_| (200, vec![], Duration::from_secs(600)))).await;
-    let policy = DeliveryPolicy { max_in_flight: 2, ..fast_policy(&[30]) };
-    stack.destination(&hang.url, policy, 3_000).await;
     let with_hang = healthy_latencies(&stack, &healthy, N).await;
-    let hang_seen = hang.received().len();
-
+    // The order of events, on one clock: every delivery to the healthy destination arrived
+    // before the first attempt at the hanging one ended (it ends at its 3 s timeout, recorded).
+    let ids: Vec<SubmissionId> =
+        healthy.received().iter().map(|r| SubmissionId::parse(&r.submission_id).unwrap()).collect();
+    let ended = |h: &[formbridge_shared::delivery::history::DeliveryHistory]| {
+        h.iter().any(|d| d.destination == hang_dest.id && !d.attempts.is_empty())
+    };
+    let all = stack.wait_for(&ids[..1], LIMIT, ended).await;
+    let first_hang_end = all
+        .values()
+        .flatten()
+        .filter(|d| d.destination == hang_dest.id)
+        .flat_map(|d| d.attempts.iter().map(|a| a.at_ms + a.latency_ms))
+        .min()
+        .unwrap();
+    let last_healthy = healthy.received().iter().map(|r| r.wall_ms).max().unwrap();
     println!(
-        "healthy destination, {N} submissions each: beside a healthy one p50 {:.3} s max {:.3} s; beside a hanging destination p50 {:.3} s max {:.3} s (ratio of p50s {:.2}); the hanging one had received {hang_seen} requests",
-        percentile(alone.clone(), 0.5),
-        percentile(alone.clone(), 1.0),
+        "healthy destination beside a hanging one, {N} submissions: p50 {:.3} s, max {:.3} s; last healthy delivery {} ms before the first hanging attempt ended",
         percentile(with_hang.clone(), 0.5),
         percentile(with_hang.clone(), 1.0),
-        percentile(with_hang.clone(), 0.5) / percentile(alone.clone(), 0.5),
+        first_hang_end.saturating_sub(last_healthy),
     );
-    // Every healthy delivery arrived while the hanging destination's first attempts were still
-    // queued behind its own two slots (each takes its full 3 s timeout): the healthy one never
-    // waited for them.
-    assert!(hang_seen < N, "the hanging destination had already taken all {N} first attempts");
+    assert!(
+        last_healthy < first_hang_end,
+        "a healthy delivery waited for the hanging destination: last healthy at {last_healthy}, first hanging attempt ended at {first_hang_end}"
+    );
     stop.cancel();
     worker.await.unwrap();
 }

@@ -103,3 +103,18 @@ fn ids_and_timestamps_are_checked_even_without_format_validation() {
         }
     }
 }
+
+#[test]
+fn every_failure_reason_is_in_the_delivery_failed_schema() {
+    let s = schema("delivery-failed");
+    let listed: Vec<&str> =
+        s["properties"]["reason"]["enum"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    for r in formbridge_shared::delivery::FailureReason::ALL {
+        assert!(listed.contains(&r.as_str()), "reason {r} is missing from delivery-failed.schema.json");
+    }
+    assert_eq!(
+        listed.len(),
+        formbridge_shared::delivery::FailureReason::ALL.len(),
+        "the schema lists a reason the code never sends"
+    );
+}

@@ -220,3 +220,29 @@ async fn hostile_requests_get_clear_answers_and_queue_nothing() {
     assert_eq!(stack.queued().await, 1);
     app.token.cancel();
 }
+
+#[tokio::test]
+async fn a_body_whose_item_cannot_fit_is_refused_with_413_and_nothing_is_queued() {
+    let stack = Stack::new().await;
+    let secret = stack.tenant_with_site("big", "big.example").await;
+    let mut config = stack.config();
+    config.max_body_bytes = 1_000_000;
+    let app = stack.start(config).await;
+    let mut v = envelope("big.example");
+    v["fields"] = json!((0..150)
+        .map(|i| (format!("f{i}"), json!(formbridge_shared::sample::incompressible_text(4000, i + 1))))
+        .collect::<serde_json::Map<_, _>>());
+    let body = serde_json::to_vec(&v).unwrap();
+    assert!(body.len() > 500_000 && body.len() < 1_000_000);
+    let r = app.post(&signed(secret.expose(), "msg_big", now(), &body), body).await;
+    assert_eq!((r.status, r.code()), (413, "item_too_large"), "{:?}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("400"), "{:?}", r.body);
+    // A body as large that compresses well still fits and is accepted.
+    v["fields"] =
+        json!((0..150).map(|i| (format!("f{i}"), json!("word ".repeat(800)))).collect::<serde_json::Map<_, _>>());
+    let body = serde_json::to_vec(&v).unwrap();
+    let ok = app.post(&signed(secret.expose(), "msg_ok", now(), &body), body).await;
+    assert_eq!(ok.status, 202, "{:?}", ok.body);
+    assert_eq!(stack.queued().await, 1);
+    app.token.cancel();
+}

@@ -19,11 +19,13 @@ fn the_standard_webhooks_test_vector_passes() {
 fn a_retry_keeps_its_submission_id_and_sites_do_not_share_ids() {
     let a = SiteDomain::parse("a.example").unwrap();
     let b = SiteDomain::parse("b.example").unwrap();
-    let id = formbridge_ingest::submission_id(&a, "msg_1", 1_795_593_600_000);
-    assert_eq!(id, formbridge_ingest::submission_id(&a, "msg_1", 1_795_593_600_000));
-    assert_ne!(id, formbridge_ingest::submission_id(&b, "msg_1", 1_795_593_600_000));
-    assert_ne!(id, formbridge_ingest::submission_id(&a, "msg_2", 1_795_593_600_000));
+    let id = formbridge_ingest::submission_id(&a, "msg_1", 1_795_593_600_000, b"{}");
+    assert_eq!(id, formbridge_ingest::submission_id(&a, "msg_1", 1_795_593_600_000, b"{}"));
+    assert_ne!(id, formbridge_ingest::submission_id(&b, "msg_1", 1_795_593_600_000, b"{}"));
+    assert_ne!(id, formbridge_ingest::submission_id(&a, "msg_2", 1_795_593_600_000, b"{}"));
     assert_eq!(id.timestamp_ms(), 1_795_593_600_000);
+    let other_body = formbridge_ingest::submission_id(&a, "msg_1", 1_795_593_600_000, br#"{"fields":{"x":1}}"#);
+    assert_ne!(id, other_body, "a reused webhook-id with other content is another submission");
 }
 
 async fn stored_ids(stack: &Stack, tenant: &str) -> Vec<SubmissionId> {
@@ -187,4 +189,48 @@ async fn forged_requests_are_audited_once_per_site_and_minute() {
     assert!(out.items().len() <= 2, "7 failures in (at most) 2 minutes must be at most 2 items");
     assert!(out.items().iter().all(|i| i.contains_key("ttl") && i.contains_key("bad_signature")));
     app.token.cancel();
+}
+
+#[tokio::test]
+async fn a_retry_across_shard_growth_is_one_submission_and_a_reused_id_with_new_content_is_another() {
+    let stack = Stack::new().await;
+    let secret = stack.tenant_with_site("growing", "grow.example").await;
+    let tenant = TenantId::parse("growing").unwrap();
+    let app = stack.start(stack.config()).await;
+    let body = envelope("grow.example");
+    let first = app.post_signed(&secret, "w1", &body).await;
+    assert_eq!(first.status, 202, "{:?}", first.body);
+
+    // The tenant grows; the sender's retry reaches an ingest instance that has the new profile.
+    let now_ms = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap() * 1000;
+    stack.store.grow_shards(&tenant, 64, now_ms).await.unwrap();
+    let fresh = stack.start(stack.config()).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let retry = fresh.post_signed(&secret, "w1", &body).await;
+    assert_eq!(retry.status, 202);
+    assert_eq!(retry.body["submission_id"], first.body["submission_id"]);
+
+    // The same webhook-id reused for different content is a new submission, not an overwrite.
+    let mut other = body.clone();
+    other["fields"]["message"] = serde_json::json!("A different question");
+    let reused = fresh.post_signed(&secret, "w1", &other).await;
+    assert_eq!(reused.status, 202);
+    assert_ne!(reused.body["submission_id"], first.body["submission_id"]);
+
+    let token = CancellationToken::new();
+    let mut pc = PersisterConfig::for_resources(stack.names.clone());
+    pc.wait_seconds = 1;
+    let persister = tokio::spawn(formbridge_persister::run(pc, stack.aws.clone(), token.clone()));
+    eventually("the queue to drain", || async { stack.queued().await == 0 }).await;
+    token.cancel();
+    persister.await.unwrap().unwrap();
+
+    let stored = stored_ids(&stack, "growing").await;
+    assert_eq!(stored.len(), 2, "one item for the retried submission, one for the new content: {stored:?}");
+    let p = stack.store.get_tenant(&tenant).await.unwrap().unwrap();
+    let id = SubmissionId::parse(first.body["submission_id"].as_str().unwrap()).unwrap();
+    let kept = stack.store.get_submission(&p, &id).await.unwrap().unwrap();
+    assert_eq!(kept.payload["fields"]["message"], "Hello there", "the first content is never overwritten");
+    app.token.cancel();
+    fresh.token.cancel();
 }
