@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: unit, property, schema and integration tests against the local engine, which
-# this script installs (first run) and starts on a free 127.0.0.1 port. Extra arguments go to
-# `cargo test` (e.g. ./deploy/local/test.sh -p formbridge-persister).
+# this script installs (first run) and starts on a free 127.0.0.1 port; then the WordPress
+# plugin's tests (PHPUnit, and a real WordPress against the real ingest and persister:
+# deploy/wordpress/test.sh, which installs its Debian packages on first use). Extra arguments go
+# to `cargo test` only, and skip the WordPress part (e.g. ./deploy/local/test.sh short_run).
 set -euo pipefail
 source "$(dirname "$0")/engine.sh"
 cd "$ROOT"
@@ -12,3 +14,8 @@ trap stop_engine EXIT
 echo "==> local engine at $AWS_ENDPOINT_URL" >&2
 cargo test --workspace --all-targets "$@"
 cargo test --workspace --doc "$@"
+if [ $# -eq 0 ]; then
+  # The plugin's integration test runs the real binaries; it starts its own engine.
+  cargo build --workspace --bins --quiet
+  "$ROOT/deploy/wordpress/test.sh"
+fi
