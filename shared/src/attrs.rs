@@ -23,6 +23,28 @@ pub mod tenant {
     pub const COUNT: &str = "count";
 }
 
+/// A site (`SITE#<domain>` / `SITE`): its tenant and its sealed signing secrets.
+pub mod site {
+    pub const TENANT: &str = "tenant_id";
+    pub const CREATED_AT: &str = "created_at";
+    pub const VERSION: &str = "version";
+    /// A list of maps of `SEALED`, `CREATED_MS` and (during a rotation's grace) `EXPIRES_MS`.
+    pub const SECRETS: &str = "secrets";
+    pub const SEALED: &str = "sealed";
+    pub const CREATED_MS: &str = "created_ms";
+    pub const EXPIRES_MS: &str = "expires_ms";
+}
+
+/// An audit event (`AUDIT#<t>#<yyyy-mm>` / `EVT#…`) and the auth-failure counters beside it.
+pub mod audit {
+    pub const KIND: &str = "kind";
+    pub const ACTOR: &str = "actor";
+    pub const AT: &str = "at";
+    pub const DETAIL: &str = "detail";
+    /// Auth-failure counters: the total, and one counter per reason code.
+    pub const TOTAL: &str = "total";
+}
+
 /// A stored submission (`SUB#<tenant>#<shard>` / `SUB#<id>`).
 pub mod submission {
     pub const SITE: &str = "site";
@@ -71,6 +93,33 @@ pub mod attempt {
     /// How many times this attempt number was sent (more than 1 only after a crash between
     /// sending and recording).
     pub const SENDS: &str = "sends";
+}
+
+/// An hourly or daily metric item (`METRIC#<t>` / `HOUR#…`, `DAY#…`, `FORM#<f>#…`): counters
+/// added by the aggregator, and per-shard high-water marks of the stream records it holds.
+pub mod metrics {
+    pub const SUBMISSIONS: &str = "submission_count";
+    pub const RAW_BYTES: &str = "raw_bytes";
+    pub const STORED_BYTES: &str = "stored_bytes";
+    pub const WRITE_UNITS: &str = "write_units";
+    /// A map of form id to submissions (tenant buckets).
+    pub const FORM_STATS: &str = "form_stats";
+    /// Delivery counters per destination: `dlv#<destination>#<field>`.
+    pub const DELIVERY_PREFIX: &str = "dlv#";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const LATENCY_MS: &str = "latency_ms";
+
+    /// The attribute of one destination's delivery counter.
+    pub fn delivery(destination: &str, field: &str) -> String {
+        format!("{DELIVERY_PREFIX}{destination}#{field}")
+    }
+
+    /// The attribute of a stream shard's high-water mark.
+    pub fn high_water(shard: &str) -> String {
+        format!("hw#{shard}")
+    }
 }
 
 /// A destination (`TENANT#<t>` / `DEST#<dest>`).

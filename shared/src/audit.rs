@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 
+use crate::attrs::audit as ad;
 use crate::ids::{SiteDomain, TenantId};
 use crate::keys::{self, ItemKey};
 use crate::store::{DataStore, StoreError};
@@ -38,13 +39,13 @@ impl AuditEvent {
         HashMap::from([
             (keys::PK.to_owned(), AttributeValue::S(self.key.pk.clone())),
             (keys::SK.to_owned(), AttributeValue::S(self.key.sk.clone())),
-            ("kind".to_owned(), AttributeValue::S(self.kind.to_owned())),
-            ("actor".to_owned(), AttributeValue::S(self.actor.to_owned())),
+            (ad::KIND.to_owned(), AttributeValue::S(self.kind.to_owned())),
+            (ad::ACTOR.to_owned(), AttributeValue::S(self.actor.to_owned())),
             (
-                "at".to_owned(),
+                ad::AT.to_owned(),
                 AttributeValue::S(self.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()),
             ),
-            ("detail".to_owned(), AttributeValue::S(self.detail.to_string())),
+            (ad::DETAIL.to_owned(), AttributeValue::S(self.detail.to_string())),
             (keys::TTL.to_owned(), AttributeValue::N(ttl(self.at).to_string())),
         ])
     }
@@ -105,8 +106,8 @@ impl DataStore {
             .key(keys::PK, AttributeValue::S(key.pk))
             .key(keys::SK, AttributeValue::S(key.sk))
             .expression_attribute_names("#ttl", keys::TTL)
-            .expression_attribute_names("#kind", "kind")
-            .expression_attribute_names("#total", "total")
+            .expression_attribute_names("#kind", ad::KIND)
+            .expression_attribute_names("#total", ad::TOTAL)
             .expression_attribute_values(":kind", AttributeValue::S("auth.failures".into()))
             .expression_attribute_values(":ttl", AttributeValue::N(ttl(minute).to_string()))
             .expression_attribute_values(":total", AttributeValue::N(counts.values().sum::<u64>().to_string()));

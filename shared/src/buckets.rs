@@ -7,6 +7,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::attrs::metrics as mt;
 use crate::ids::{FormId, TenantId};
 use crate::keys;
 use crate::store::{DataStore, StoreError};
@@ -50,24 +51,24 @@ impl MetricBucket {
         let sk = item.get(keys::SK)?.as_s().ok()?;
         let mut b = MetricBucket {
             bucket: sk.strip_prefix(prefix)?.to_owned(),
-            submission_count: num(item.get("submission_count")),
-            raw_bytes: num(item.get("raw_bytes")),
-            stored_bytes: num(item.get("stored_bytes")),
-            write_units: num(item.get("write_units")),
+            submission_count: num(item.get(mt::SUBMISSIONS)),
+            raw_bytes: num(item.get(mt::RAW_BYTES)),
+            stored_bytes: num(item.get(mt::STORED_BYTES)),
+            write_units: num(item.get(mt::WRITE_UNITS)),
             ..MetricBucket::default()
         };
-        if let Some(m) = item.get("form_stats").and_then(|v| v.as_m().ok()) {
+        if let Some(m) = item.get(mt::FORM_STATS).and_then(|v| v.as_m().ok()) {
             b.form_stats = m.iter().map(|(k, v)| (k.clone(), num(Some(v)))).collect();
         }
         for (k, v) in item {
-            let Some(rest) = k.strip_prefix("dlv#") else { continue };
+            let Some(rest) = k.strip_prefix(mt::DELIVERY_PREFIX) else { continue };
             let Some((dest, field)) = rest.rsplit_once('#') else { continue };
             let d = b.deliveries.entry(dest.to_owned()).or_default();
             match field {
-                "succeeded" => d.succeeded = num(Some(v)),
-                "failed" => d.failed = num(Some(v)),
-                "attempts" => d.attempts = num(Some(v)),
-                "latency_ms" => d.latency_ms = num(Some(v)),
+                mt::SUCCEEDED => d.succeeded = num(Some(v)),
+                mt::FAILED => d.failed = num(Some(v)),
+                mt::ATTEMPTS => d.attempts = num(Some(v)),
+                mt::LATENCY_MS => d.latency_ms = num(Some(v)),
                 _ => {}
             }
         }

@@ -507,7 +507,7 @@ impl DataStore {
         check_url(&d.url)?;
         d.policy.check()?;
         d.version += 1;
-        let mut put = tx_put(self.table(), d.to_item(), Some("version = :v"));
+        let mut put = tx_put(self.table(), d.to_item(), Some(&format!("{} = :v", ds::VERSION)));
         if let Some(p) = put.put.as_mut() {
             p.expression_attribute_values =
                 Some(HashMap::from([(":v".to_owned(), AttributeValue::N(before.to_string()))]));

@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Transac
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::attrs::{site as st, AttrError, Attrs};
 use crate::audit::AuditEvent;
 use crate::ids::{SiteDomain, TenantId};
 use crate::keys;
@@ -79,11 +80,11 @@ impl SiteRecord {
             .iter()
             .map(|s| {
                 let mut m = HashMap::from([
-                    ("sealed".to_owned(), AttributeValue::S(s.sealed.clone())),
-                    ("created_ms".to_owned(), AttributeValue::N(s.created_ms.to_string())),
+                    (st::SEALED.to_owned(), AttributeValue::S(s.sealed.clone())),
+                    (st::CREATED_MS.to_owned(), AttributeValue::N(s.created_ms.to_string())),
                 ]);
                 if let Some(e) = s.expires_ms {
-                    m.insert("expires_ms".to_owned(), AttributeValue::N(e.to_string()));
+                    m.insert(st::EXPIRES_MS.to_owned(), AttributeValue::N(e.to_string()));
                 }
                 AttributeValue::M(m)
             })
@@ -93,40 +94,40 @@ impl SiteRecord {
             (keys::SK.to_owned(), AttributeValue::S(key.sk)),
             (keys::GSI2PK.to_owned(), AttributeValue::S(idx.pk)),
             (keys::GSI2SK.to_owned(), AttributeValue::S(idx.sk)),
-            ("tenant_id".to_owned(), AttributeValue::S(self.tenant.to_string())),
-            ("created_at".to_owned(), AttributeValue::S(self.created_at.clone())),
-            ("secrets".to_owned(), AttributeValue::L(secrets)),
-            ("version".to_owned(), AttributeValue::N(self.version.to_string())),
+            (st::TENANT.to_owned(), AttributeValue::S(self.tenant.to_string())),
+            (st::CREATED_AT.to_owned(), AttributeValue::S(self.created_at.clone())),
+            (st::SECRETS.to_owned(), AttributeValue::L(secrets)),
+            (st::VERSION.to_owned(), AttributeValue::N(self.version.to_string())),
         ])
     }
 
-    pub fn from_item(item: &HashMap<String, AttributeValue>) -> Option<SiteRecord> {
-        let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok());
-        let n = |v: Option<&AttributeValue>| v.and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u64>().ok());
-        let domain = match keys::Entity::classify(s(keys::PK)?, s(keys::SK)?) {
+    /// Decodes a site; the error names the attribute that is missing or unreadable.
+    pub fn from_item(item: &HashMap<String, AttributeValue>) -> Result<SiteRecord, AttrError> {
+        let a = Attrs(item);
+        let domain = match keys::Entity::classify(a.s(keys::PK)?, a.s(keys::SK)?) {
             keys::Entity::Site { domain } => domain,
-            _ => return None,
+            _ => return Err(AttrError::Key("site")),
         };
-        let secrets = item
-            .get("secrets")?
+        let list = item.get(st::SECRETS).ok_or(AttrError::Missing(st::SECRETS))?;
+        let secrets = list
             .as_l()
-            .ok()?
+            .map_err(|_| AttrError::Invalid(st::SECRETS))?
             .iter()
             .map(|v| {
-                let m = v.as_m().ok()?;
-                Some(SiteSecret {
-                    sealed: m.get("sealed")?.as_s().ok()?.clone(),
-                    created_ms: n(m.get("created_ms"))?,
-                    expires_ms: n(m.get("expires_ms")),
+                let m = Attrs(v.as_m().map_err(|_| AttrError::Invalid(st::SECRETS))?);
+                Ok(SiteSecret {
+                    sealed: m.s(st::SEALED)?.to_owned(),
+                    created_ms: m.n(st::CREATED_MS)?,
+                    expires_ms: m.opt_n(st::EXPIRES_MS)?,
                 })
             })
-            .collect::<Option<Vec<_>>>()?;
-        Some(SiteRecord {
+            .collect::<Result<Vec<_>, AttrError>>()?;
+        Ok(SiteRecord {
             domain,
-            tenant: TenantId::parse(s("tenant_id")?).ok()?,
-            created_at: s("created_at")?.clone(),
+            tenant: a.parsed(st::TENANT, |t| TenantId::parse(t).ok())?,
+            created_at: a.s(st::CREATED_AT)?.to_owned(),
             secrets,
-            version: n(item.get("version"))?,
+            version: a.n(st::VERSION)?,
         })
     }
 }
@@ -143,8 +144,10 @@ pub enum SiteError {
     NotOwned(SiteDomain),
     #[error("site {0} changed concurrently; try again")]
     Conflict(SiteDomain),
-    #[error("site {0} has an unreadable item")]
-    Corrupt(SiteDomain),
+    #[error("site {0} has an unreadable item: {1}")]
+    Corrupt(SiteDomain, AttrError),
+    #[error("the site item {0} is unreadable: {1}")]
+    CorruptItem(String, AttrError),
 }
 
 fn dynamo<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
@@ -216,7 +219,7 @@ impl DataStore {
                     .table_name(self.table())
                     .key(keys::PK, AttributeValue::S(k.pk))
                     .key(keys::SK, AttributeValue::S(k.sk))
-                    .condition_expression("tenant_id = :t")
+                    .condition_expression(format!("{} = :t", st::TENANT))
                     .expression_attribute_values(":t", AttributeValue::S(tenant.to_string()))
                     .build()
                     .expect("set");
@@ -263,7 +266,7 @@ impl DataStore {
         let before = record.version;
         record.secrets = secrets;
         record.version += 1;
-        let mut put = tx_put(self.table(), record.to_item(), Some("version = :v"));
+        let mut put = tx_put(self.table(), record.to_item(), Some(&format!("{} = :v", st::VERSION)));
         if let Some(p) = put.put.as_mut() {
             p.expression_attribute_values =
                 Some(HashMap::from([(":v".to_owned(), AttributeValue::N(before.to_string()))]));
@@ -297,7 +300,7 @@ impl DataStore {
             .map_err(dynamo)?;
         match out.item {
             None => Ok(None),
-            Some(item) => SiteRecord::from_item(&item).map(Some).ok_or_else(|| SiteError::Corrupt(domain.clone())),
+            Some(item) => SiteRecord::from_item(&item).map(Some).map_err(|e| SiteError::Corrupt(domain.clone(), e)),
         }
     }
 
@@ -321,9 +324,12 @@ impl DataStore {
                 let resp =
                     self.client().batch_get_item().request_items(self.table(), req).send().await.map_err(dynamo)?;
                 for item in resp.responses.and_then(|mut r| r.remove(self.table())).unwrap_or_default() {
-                    if let Some(r) = SiteRecord::from_item(&item) {
-                        out.push(r);
-                    }
+                    // An unreadable site is an error naming it, never a site silently left out.
+                    let r = SiteRecord::from_item(&item).map_err(|e| {
+                        let d = item.get(keys::PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                        SiteError::CorruptItem(d, e)
+                    })?;
+                    out.push(r);
                 }
                 keys_left =
                     resp.unprocessed_keys.and_then(|mut u| u.remove(self.table())).map(|k| k.keys).unwrap_or_default();
@@ -385,7 +391,7 @@ mod tests {
             ],
             version: 3,
         };
-        assert_eq!(SiteRecord::from_item(&r.to_item()), Some(r.clone()));
+        assert_eq!(SiteRecord::from_item(&r.to_item()), Ok(r.clone()));
         assert_eq!(r.active_secrets(99).count(), 2);
         assert_eq!(r.active_secrets(100).count(), 1);
         assert_eq!(r.status(50).previous_secret_expires_ms, Some(100));

@@ -24,8 +24,8 @@ pub enum StoreError {
     TenantNotFound(TenantId),
     #[error("tenant {0} changed concurrently; read it again")]
     Conflict(TenantId),
-    #[error("stored tenant profile {0} is unreadable")]
-    CorruptTenant(TenantId),
+    #[error("stored tenant profile {0} is unreadable: {1}")]
+    CorruptTenant(TenantId, crate::attrs::AttrError),
     #[error("stored item is unreadable: {0}")]
     Item(#[from] ItemError),
     #[error(transparent)]
@@ -162,7 +162,7 @@ impl DataStore {
         match out.item {
             None => Ok(None),
             Some(item) => {
-                TenantProfile::from_item(&item).map(Some).ok_or_else(|| StoreError::CorruptTenant(tenant.clone()))
+                TenantProfile::from_item(&item).map(Some).map_err(|e| StoreError::CorruptTenant(tenant.clone(), e))
             }
         }
     }
@@ -175,7 +175,8 @@ impl DataStore {
         let before = profile.shards.current();
         // Effective only once every ingest cache can have seen it (see `GROWTH_DELAY_MS`).
         profile.shards.grow(count, now_ms + crate::sharding::GROWTH_DELAY_MS)?;
-        let mut put = tx_put(&self.table, profile.to_item(), Some("shard_count = :before"));
+        let mut put =
+            tx_put(&self.table, profile.to_item(), Some(&format!("{} = :before", crate::attrs::tenant::SHARD_COUNT)));
         if let Some(p) = put.put.as_mut() {
             p.expression_attribute_values =
                 Some(HashMap::from([(":before".to_owned(), AttributeValue::N(before.to_string()))]));

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Serialize;
 
-use crate::attrs::tenant as tn;
+use crate::attrs::{tenant as tn, AttrError, Attrs};
 use crate::ids::TenantId;
 use crate::keys;
 use crate::sharding::{ShardEpoch, ShardHistory};
@@ -51,32 +51,29 @@ impl TenantProfile {
         ])
     }
 
-    pub fn from_item(item: &HashMap<String, AttributeValue>) -> Option<TenantProfile> {
-        let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-        let n = |v: &AttributeValue| v.as_n().ok().and_then(|n| n.parse::<u64>().ok());
-        let tenant_id = match keys::Entity::classify(&s(keys::PK)?, &s(keys::SK)?) {
+    /// Decodes a profile; the error names the attribute that is missing or unreadable.
+    pub fn from_item(item: &HashMap<String, AttributeValue>) -> Result<TenantProfile, AttrError> {
+        let a = Attrs(item);
+        let tenant_id = match keys::Entity::classify(a.s(keys::PK)?, a.s(keys::SK)?) {
             keys::Entity::TenantProfile { tenant } => tenant,
-            _ => return None,
+            _ => return Err(AttrError::Key("tenant profile")),
         };
-        let epochs = item
-            .get(tn::SHARD_HISTORY)?
+        let history = item.get(tn::SHARD_HISTORY).ok_or(AttrError::Missing(tn::SHARD_HISTORY))?;
+        let epochs = history
             .as_l()
-            .ok()?
+            .map_err(|_| AttrError::Invalid(tn::SHARD_HISTORY))?
             .iter()
             .map(|e| {
-                let m = e.as_m().ok()?;
-                Some(ShardEpoch {
-                    since_ms: n(m.get(tn::SINCE_MS)?)?,
-                    count: u16::try_from(n(m.get(tn::COUNT)?)?).ok()?,
-                })
+                let m = Attrs(e.as_m().map_err(|_| AttrError::Invalid(tn::SHARD_HISTORY))?);
+                Ok(ShardEpoch { since_ms: m.n(tn::SINCE_MS)?, count: m.n(tn::COUNT)? })
             })
-            .collect::<Option<Vec<_>>>()?;
-        Some(TenantProfile {
+            .collect::<Result<Vec<_>, AttrError>>()?;
+        Ok(TenantProfile {
             tenant_id,
-            name: s(tn::NAME)?,
-            created_at: s(tn::CREATED_AT)?,
-            retention_days: u32::try_from(n(item.get(tn::RETENTION_DAYS)?)?).ok()?,
-            shards: ShardHistory::from_epochs(epochs).ok()?,
+            name: a.s(tn::NAME)?.to_owned(),
+            created_at: a.s(tn::CREATED_AT)?.to_owned(),
+            retention_days: a.n(tn::RETENTION_DAYS)?,
+            shards: ShardHistory::from_epochs(epochs).map_err(|_| AttrError::Invalid(tn::SHARD_HISTORY))?,
         })
     }
 }
@@ -96,6 +93,6 @@ mod tests {
             retention_days: 30,
             shards,
         };
-        assert_eq!(TenantProfile::from_item(&p.to_item()), Some(p));
+        assert_eq!(TenantProfile::from_item(&p.to_item()), Ok(p));
     }
 }

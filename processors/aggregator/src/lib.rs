@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use formbridge_shared::attrs::metrics as mt;
 use formbridge_shared::keys::{self, ItemKey};
 use formbridge_shared::stream::{
     self, BatchProcessor, Change, Checkpoint, CommitError, Committer, ConsumerConfig, DynamoStreams, LeaseTable,
@@ -78,10 +79,10 @@ impl Aggregator {
         };
         let mut set = vec!["#ttl = if_not_exists(#ttl, :ttl)".to_owned(), "#hw = :last".to_owned()];
         let mut add = vec![
-            "submission_count :subs".to_owned(),
-            "raw_bytes :raw".to_owned(),
-            "stored_bytes :stored".to_owned(),
-            "write_units :wcu".to_owned(),
+            format!("{} :subs", mt::SUBMISSIONS),
+            format!("{} :raw", mt::RAW_BYTES),
+            format!("{} :stored", mt::STORED_BYTES),
+            format!("{} :wcu", mt::WRITE_UNITS),
         ];
         let mut cond = vec!["(attribute_not_exists(#hw) OR #hw < :first)".to_owned()];
         let mut u = Update::builder()
@@ -89,7 +90,7 @@ impl Aggregator {
             .key(keys::PK, AttributeValue::S(key.pk.clone()))
             .key(keys::SK, AttributeValue::S(key.sk.clone()))
             .expression_attribute_names("#ttl", keys::TTL)
-            .expression_attribute_names("#hw", format!("hw#{shard}"))
+            .expression_attribute_names("#hw", mt::high_water(shard))
             .expression_attribute_values(":ttl", n(u64::try_from(bucket.start + ttl_days * 86_400).unwrap_or(0)))
             .expression_attribute_values(":last", AttributeValue::S(delta.last_seq.clone()))
             .expression_attribute_values(":first", AttributeValue::S(delta.first_seq.clone()))
@@ -108,33 +109,34 @@ impl Aggregator {
         match form_stats {
             FormStats::None => {}
             FormStats::Exists => {
-                cond.push("attribute_exists(form_stats)".into());
+                cond.push(format!("attribute_exists({})", mt::FORM_STATS));
                 u = u.expression_attribute_values(":zero", n(0));
                 for (i, (form, count)) in delta.forms.iter().enumerate() {
-                    set.push(format!("form_stats.#f{i} = if_not_exists(form_stats.#f{i}, :zero) + :f{i}"));
+                    let fs = mt::FORM_STATS;
+                    set.push(format!("{fs}.#f{i} = if_not_exists({fs}.#f{i}, :zero) + :f{i}"));
                     u = u
                         .expression_attribute_names(format!("#f{i}"), form)
                         .expression_attribute_values(format!(":f{i}"), n(*count));
                 }
             }
             FormStats::Missing => {
-                cond.push("attribute_not_exists(form_stats)".into());
+                cond.push(format!("attribute_not_exists({})", mt::FORM_STATS));
                 let m = delta.forms.iter().map(|(f, c)| (f.clone(), n(*c))).collect();
-                set.push("form_stats = :fs".into());
+                set.push(format!("{} = :fs", mt::FORM_STATS));
                 u = u.expression_attribute_values(":fs", AttributeValue::M(m));
             }
         }
         for (i, (dest, d)) in delta.deliveries.iter().enumerate() {
             for (field, v) in [
-                ("succeeded", d.succeeded),
-                ("failed", d.failed),
-                ("attempts", d.attempts),
-                ("latency_ms", d.latency_ms),
+                (mt::SUCCEEDED, d.succeeded),
+                (mt::FAILED, d.failed),
+                (mt::ATTEMPTS, d.attempts),
+                (mt::LATENCY_MS, d.latency_ms),
             ] {
                 if v > 0 {
                     add.push(format!("#d{i}{field} :d{i}{field}"));
                     u = u
-                        .expression_attribute_names(format!("#d{i}{field}"), format!("dlv#{dest}#{field}"))
+                        .expression_attribute_names(format!("#d{i}{field}"), mt::delivery(dest, field))
                         .expression_attribute_values(format!(":d{i}{field}"), n(v));
                 }
             }
@@ -162,8 +164,8 @@ impl Aggregator {
             .await
             .map_err(|e| ProcessError::Failed(aws_sdk_dynamodb::Error::from(e).to_string()))?;
         let item = out.item.unwrap_or_default();
-        let hw = item.get(&format!("hw#{shard}")).and_then(|v| v.as_s().ok()).cloned();
-        Ok((hw, item.contains_key("form_stats")))
+        let hw = item.get(&mt::high_water(shard)).and_then(|v| v.as_s().ok()).cloned();
+        Ok((hw, item.contains_key(mt::FORM_STATS)))
     }
 
     async fn commit_run(

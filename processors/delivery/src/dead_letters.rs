@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{Engine, EngineError};
 use crate::events::{DeadLettered, InternalEvent};
 
+/// How long an empty DLQ rests before the next look.
+const IDLE: Duration = Duration::from_secs(60);
+
 pub async fn run(engine: Arc<Engine>, dlq: Queue, shutdown: CancellationToken) {
     loop {
         let out = tokio::select! {
@@ -26,6 +29,14 @@ pub async fn run(engine: Arc<Engine>, dlq: Queue, shutdown: CancellationToken) {
             r = dlq.receive(10, Duration::from_secs(20)) => r,
         };
         let messages = match out {
+            // Dead letters are rare: an empty DLQ is looked at again a minute later.
+            Ok(m) if m.is_empty() => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(IDLE) => {}
+                }
+                continue;
+            }
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the delivery DLQ failed; retrying");

@@ -26,7 +26,7 @@ const ERROR_BACKOFF_S: i32 = 10;
 
 /// Longest wait for a batch of acknowledgements to fill. Nobody waits on a delete, so it may
 /// linger longer than a receive.
-const ACK_LINGER: Duration = Duration::from_millis(250);
+const ACK_LINGER: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy)]
 pub struct PollSettings {

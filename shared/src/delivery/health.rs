@@ -94,8 +94,8 @@ impl Health {
     fn from_item(item: &HashMap<String, AttributeValue>) -> Health {
         let num = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok());
         let state = match item.get(hl::STATE).and_then(|v| v.as_s().ok()).map(String::as_str) {
-            Some("open") => BreakerState::Open,
-            Some("probing") => BreakerState::Probing,
+            Some(s) if s == BreakerState::Open.as_str() => BreakerState::Open,
+            Some(s) if s == BreakerState::Probing.as_str() => BreakerState::Probing,
             _ => BreakerState::Closed,
         };
         Health {
@@ -189,10 +189,10 @@ impl HealthStore {
         now_ms: u64,
         probe_for: Duration,
     ) -> Result<Gate, DynErr> {
-        let (expired, cond) = match h.state {
+        let (expired, from, until_attr) = match h.state {
             BreakerState::Closed => return Ok(Gate::Send),
-            BreakerState::Open => (h.open_until_ms <= now_ms, "#st = :open AND open_until_ms <= :now"),
-            BreakerState::Probing => (h.probe_until_ms <= now_ms, "#st = :probing AND probe_until_ms <= :now"),
+            BreakerState::Open => (h.open_until_ms <= now_ms, BreakerState::Open, hl::OPEN_UNTIL_MS),
+            BreakerState::Probing => (h.probe_until_ms <= now_ms, BreakerState::Probing, hl::PROBE_UNTIL_MS),
         };
         if !expired {
             let until = if h.state == BreakerState::Open { h.open_until_ms } else { h.probe_until_ms };
@@ -200,10 +200,10 @@ impl HealthStore {
         }
         let claimed = self
             .update(tenant, dest)
-            .update_expression("SET #st = :probing, probe_until_ms = :pu")
-            .condition_expression(cond)
-            .expression_attribute_values(":open", AttributeValue::S("open".into()))
-            .expression_attribute_values(":probing", AttributeValue::S("probing".into()))
+            .update_expression(format!("SET #st = :probing, {} = :pu", hl::PROBE_UNTIL_MS))
+            .condition_expression(format!("#st = :from AND {until_attr} <= :now"))
+            .expression_attribute_values(":from", AttributeValue::S(from.as_str().into()))
+            .expression_attribute_values(":probing", AttributeValue::S(BreakerState::Probing.as_str().into()))
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":pu", n(now_ms + probe_for.as_millis() as u64))
             .send()
@@ -228,15 +228,17 @@ impl HealthStore {
     ) -> Result<(Health, Option<Transition>), DynErr> {
         let out = self
             .update(tenant, dest)
-            .update_expression(
-                "SET consecutive_failures = if_not_exists(consecutive_failures, :zero) + :one, \
-                 first_failure_ms = if_not_exists(first_failure_ms, :now), last_failure_ms = :now, \
+            .update_expression(format!(
+                "SET {cf} = if_not_exists({cf}, :zero) + :one, {ff} = if_not_exists({ff}, :now), {lf} = :now, \
                  #st = if_not_exists(#st, :closed)",
-            )
+                cf = hl::CONSECUTIVE_FAILURES,
+                ff = hl::FIRST_FAILURE_MS,
+                lf = hl::LAST_FAILURE_MS,
+            ))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":now", n(now_ms))
-            .expression_attribute_values(":closed", AttributeValue::S("closed".into()))
+            .expression_attribute_values(":closed", AttributeValue::S(BreakerState::Closed.as_str().into()))
             .return_values(ReturnValue::AllNew)
             .send()
             .await
@@ -250,17 +252,19 @@ impl HealthStore {
         if !should_open {
             return Ok((h, None));
         }
-        let from = if h.state == BreakerState::Closed { "closed" } else { "probing" };
+        let from = if h.state == BreakerState::Closed { BreakerState::Closed } else { BreakerState::Probing };
         let until = now_ms + cooldown(h.trips).as_millis() as u64;
         let opened = self
             .update(tenant, dest)
-            .update_expression(
-                "SET #st = :open, open_until_ms = :until, paused_at_ms = if_not_exists(paused_at_ms, :now), \
-                 trips = if_not_exists(trips, :zero) + :one",
-            )
+            .update_expression(format!(
+                "SET #st = :open, {ou} = :until, {pa} = if_not_exists({pa}, :now), {tr} = if_not_exists({tr}, :zero) + :one",
+                ou = hl::OPEN_UNTIL_MS,
+                pa = hl::PAUSED_AT_MS,
+                tr = hl::TRIPS,
+            ))
             .condition_expression("#st = :from")
-            .expression_attribute_values(":open", AttributeValue::S("open".into()))
-            .expression_attribute_values(":from", AttributeValue::S(from.into()))
+            .expression_attribute_values(":open", AttributeValue::S(BreakerState::Open.as_str().into()))
+            .expression_attribute_values(":from", AttributeValue::S(from.as_str().into()))
             .expression_attribute_values(":until", n(until))
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":zero", n(0))
@@ -273,7 +277,7 @@ impl HealthStore {
             Some(out) => {
                 let after = out.attributes.as_ref().map(Health::from_item).unwrap_or_default();
                 // Only the closed -> open edge is news; a failed probe just extends the pause.
-                let t = (from == "closed").then(|| Transition::Paused {
+                let t = (from == BreakerState::Closed).then(|| Transition::Paused {
                     consecutive_failures: after.consecutive_failures,
                     first_failure_ms: after.first_failure_ms.unwrap_or(now_ms),
                     paused_until_ms: until,
@@ -299,13 +303,19 @@ impl HealthStore {
         }
         let out = self
             .update(tenant, dest)
-            .update_expression(
-                "SET consecutive_failures = :zero, last_success_ms = :now, #st = :closed, trips = :zero \
-                 REMOVE first_failure_ms, open_until_ms, probe_until_ms, paused_at_ms",
-            )
+            .update_expression(format!(
+                "SET {cf} = :zero, {ls} = :now, #st = :closed, {tr} = :zero REMOVE {ff}, {ou}, {pu}, {pa}",
+                cf = hl::CONSECUTIVE_FAILURES,
+                ls = hl::LAST_SUCCESS_MS,
+                tr = hl::TRIPS,
+                ff = hl::FIRST_FAILURE_MS,
+                ou = hl::OPEN_UNTIL_MS,
+                pu = hl::PROBE_UNTIL_MS,
+                pa = hl::PAUSED_AT_MS,
+            ))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":now", n(now_ms))
-            .expression_attribute_values(":closed", AttributeValue::S("closed".into()))
+            .expression_attribute_values(":closed", AttributeValue::S(BreakerState::Closed.as_str().into()))
             .return_values(ReturnValue::AllOld)
             .send()
             .await
