@@ -1,16 +1,20 @@
 //! The aggregator: a consumer group on the `FormBridgeData` stream that keeps hourly and daily
 //! metric items per tenant and per form.
 //!
-//! Exactly once, by two guards in one transaction per run of records:
-//! 1. the shard checkpoint moves in the same TransactWriteItems as the metric deltas, on the
-//!    condition that this worker still owns the lease and the checkpoint is where it read from:
-//!    a crash before the commit leaves nothing written and the records are read again; a worker
-//!    that lost its lease cannot commit;
-//! 2. each metric item remembers, per stream shard, the last sequence number folded into it
-//!    (`hw#<shard>`), and every update is conditioned on the batch starting after it. So even a
-//!    replay under a brand-new lease (say, from TRIM_HORIZON after the lease table was lost)
-//!    cannot count a record twice: the transaction fails, the aggregator reads the marks,
-//!    drops what each bucket already holds and commits the rest.
+//! Exactly once, by the high-water marks alone: each metric item remembers, per stream shard, the
+//! last sequence number folded into it (`hw#<shard>`), and every update of it is one plain
+//! conditional UpdateItem, applied only if its records start after that mark, and moving the
+//! mark in the same write. The checkpoint moves after every bucket of the batch is written.
+//!
+//! - A crash between the bucket writes and the checkpoint re-reads the batch: each bucket that was
+//!   written refuses the replay (its mark is past the records), the aggregator reads the marks,
+//!   drops record by record what each bucket already holds, and writes the rest.
+//! - A worker that lost its lease and still writes is refused the same way, bucket by bucket,
+//!   whichever of the two writes first; and it cannot move the checkpoint.
+//!
+//! No transaction is needed (TransactWriteItems costs twice the write units, and the local
+//! engine copies the table for every item of one): a single item's update is atomic, and the
+//! marks make every update idempotent.
 
 pub mod config;
 pub mod fold;
@@ -18,20 +22,24 @@ pub mod fold;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use futures::StreamExt;
+
+use aws_sdk_dynamodb::types::{AttributeValue, Update};
 use formbridge_shared::attrs::metrics as mt;
 use formbridge_shared::keys::{self, ItemKey};
 use formbridge_shared::stream::{
-    self, BatchProcessor, Change, Checkpoint, CommitError, Committer, ConsumerConfig, DynamoStreams, LeaseTable,
-    ProcessError,
+    self, BatchProcessor, Change, Committer, ConsumerConfig, DynamoStreams, LeaseTable, ProcessError,
 };
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 use fold::{Bucket, Delta, Granularity};
 
-/// Transaction items per commit left for metric updates (one goes to the checkpoint).
-pub const MAX_BUCKETS_PER_COMMIT: usize = 99;
+/// Buckets written per run of records (runs bound the memory of one fold, nothing else).
+pub const MAX_BUCKETS_PER_RUN: usize = 99;
+
+/// Bucket writes in flight at once.
+const CONCURRENT_WRITES: usize = 16;
 
 /// Keeps metric items up to date from stream records.
 #[derive(Debug)]
@@ -71,7 +79,7 @@ impl Aggregator {
     }
 
     /// The UpdateItem of one bucket: ADD the counters, remember the shard's high-water mark.
-    fn update(&self, shard: &str, bucket: &Bucket, delta: &Delta, form_stats: FormStats) -> TransactWriteItem {
+    fn update(&self, shard: &str, bucket: &Bucket, delta: &Delta, form_stats: FormStats) -> Update {
         let key = bucket.key();
         let ttl_days = match bucket.granularity {
             Granularity::Hour => self.hourly_ttl_days,
@@ -142,12 +150,32 @@ impl Aggregator {
             }
         }
         let expr = format!("SET {} ADD {}", set.join(", "), add.join(", "));
-        let update = u
-            .update_expression(expr)
+        u.update_expression(expr)
             .condition_expression(cond.join(" AND "))
             .build()
-            .expect("table, key and expression set");
-        TransactWriteItem::builder().update(update).build()
+            .expect("table, key and expression set")
+    }
+
+    /// Writes one bucket. `Ok(false)` when its conditions refused the write (its mark is past
+    /// these records, or its `form_stats` is not as assumed).
+    async fn write(&self, update: Update) -> Result<bool, ProcessError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(update.table_name)
+            .set_key(Some(update.key))
+            .update_expression(update.update_expression)
+            .set_condition_expression(update.condition_expression)
+            .set_expression_attribute_names(update.expression_attribute_names)
+            .set_expression_attribute_values(update.expression_attribute_values)
+            .send()
+            .await
+            .map_err(aws_sdk_dynamodb::Error::from);
+        match r {
+            Ok(_) => Ok(true),
+            Err(aws_sdk_dynamodb::Error::ConditionalCheckFailedException(_)) => Ok(false),
+            Err(e) => Err(ProcessError::Failed(e.to_string())),
+        }
     }
 
     /// What a bucket already holds: its high-water mark for `shard` and whether it has form_stats.
@@ -168,51 +196,60 @@ impl Aggregator {
         Ok((hw, item.contains_key(mt::FORM_STATS)))
     }
 
-    async fn commit_run(
-        &self,
-        run: &[Change],
-        next: Checkpoint,
-        committer: &mut Committer<'_>,
-    ) -> Result<(), ProcessError> {
-        let shard = committer.shard().to_owned();
+    /// Writes the buckets of one run of records, each once. A bucket that refuses its write is
+    /// inspected (mark, form_stats) and its delta folded again without the records it holds.
+    async fn write_run(&self, run: &[Change], shard: &str) -> Result<(), ProcessError> {
         let mut marks: HashMap<Bucket, String> = HashMap::new();
+        let mut left: Option<HashSet<Bucket>> = None;
         for _attempt in 0..6 {
             let deltas: Vec<(Bucket, Delta)> =
-                fold::fold(run, |b, seq| marks.get(b).is_some_and(|hw| seq <= hw.as_str())).into_iter().collect();
+                fold::fold(run, |b, seq| marks.get(b).is_some_and(|hw| seq <= hw.as_str()))
+                    .into_iter()
+                    .filter(|(b, _)| left.as_ref().is_none_or(|l| l.contains(b)))
+                    .collect();
             if deltas.is_empty() {
                 return Ok(());
             }
-            let modes: Vec<FormStats> = deltas.iter().map(|(b, d)| self.form_stats_mode(b, d)).collect();
-            let items = deltas.iter().zip(&modes).map(|((b, d), m)| self.update(&shard, b, d, *m)).collect();
-            match committer.commit(next.clone(), items).await {
-                Ok(()) => {
-                    metrics::counter!("aggregator_metric_writes_total").increment(deltas.len() as u64);
-                    let mut known = self.with_form_stats.lock().unwrap_or_else(|e| e.into_inner());
-                    for ((b, _), m) in deltas.iter().zip(&modes) {
-                        if *m != FormStats::None {
-                            known.insert(b.key());
-                        }
+            let planned: Vec<(Bucket, FormStats, Update)> = deltas
+                .into_iter()
+                .map(|(b, d)| {
+                    let mode = self.form_stats_mode(&b, &d);
+                    let update = self.update(shard, &b, &d, mode);
+                    (b, mode, update)
+                })
+                .collect();
+            let writes: Vec<_> = planned
+                .into_iter()
+                .map(|(b, mode, update)| async move { (b, mode, self.write(update).await) })
+                .collect();
+            let outcomes: Vec<_> = futures::stream::iter(writes).buffer_unordered(CONCURRENT_WRITES).collect().await;
+            let mut refused = HashSet::new();
+            for (b, mode, outcome) in outcomes {
+                let b = &b;
+                if outcome? {
+                    metrics::counter!("aggregator_metric_writes_total").increment(1);
+                    if mode != FormStats::None {
+                        self.with_form_stats.lock().unwrap_or_else(|e| e.into_inner()).insert(b.key());
                     }
-                    return Ok(());
+                    continue;
                 }
-                Err(CommitError::Conflict(failed)) => {
-                    // Learn what the failed buckets hold, then rebuild and retry.
-                    for i in failed {
-                        let Some((b, _)) = deltas.get(i) else { continue };
-                        let (hw, has_stats) = self.inspect(&shard, b).await?;
-                        let mut known = self.with_form_stats.lock().unwrap_or_else(|e| e.into_inner());
-                        if has_stats {
-                            known.insert(b.key());
-                        } else {
-                            known.remove(&b.key());
-                        }
-                        if let Some(hw) = hw {
-                            marks.insert(b.clone(), hw);
-                        }
-                    }
+                // Learn what the bucket holds, then fold its records again.
+                let (hw, has_stats) = self.inspect(shard, b).await?;
+                let mut known = self.with_form_stats.lock().unwrap_or_else(|e| e.into_inner());
+                if has_stats {
+                    known.insert(b.key());
+                } else {
+                    known.remove(&b.key());
                 }
-                Err(e) => return Err(e.into()),
+                if let Some(hw) = hw {
+                    marks.insert(b.clone(), hw);
+                }
+                refused.insert(b.clone());
             }
+            if refused.is_empty() {
+                return Ok(());
+            }
+            left = Some(refused);
         }
         Err(ProcessError::Failed("metric updates kept conflicting".into()))
     }
@@ -234,18 +271,15 @@ fn tenant_of(c: &Change) -> Option<&formbridge_shared::TenantId> {
 impl BatchProcessor for Aggregator {
     /// Records are grouped by tenant (keeping stream order within a tenant, which is all the
     /// high-water marks need), so a tenant's buckets are written once per batch even when many
-    /// tenants interleave. Runs that fit a transaction are committed in turn; only the last moves
-    /// the checkpoint. A crash in between re-reads the batch, and the marks drop what the
-    /// committed runs already hold.
+    /// tenants interleave. The consumer moves the checkpoint after this returns, that is after
+    /// every bucket is written. A crash in between re-reads the batch, and the marks drop what
+    /// the written buckets already hold.
     async fn process(&self, records: &[Change], committer: &mut Committer<'_>) -> Result<(), ProcessError> {
-        let Some(last) = records.last().map(|r| r.seq.clone()) else { return Ok(()) };
+        let shard = committer.shard().to_owned();
         let mut grouped: Vec<Change> = records.to_vec();
         grouped.sort_by(|a, b| tenant_of(a).cmp(&tenant_of(b)));
-        let runs = fold::chunks(&grouped, MAX_BUCKETS_PER_COMMIT);
-        let n = runs.len();
-        for (i, run) in runs.into_iter().enumerate() {
-            let next = if i + 1 == n { Checkpoint::At(last.clone()) } else { committer.checkpoint().clone() };
-            self.commit_run(run, next, committer).await?;
+        for run in fold::chunks(&grouped, MAX_BUCKETS_PER_RUN) {
+            self.write_run(run, &shard).await?;
         }
         Ok(())
     }
