@@ -10,8 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use formbridge_shared::clock::now_ms;
-use formbridge_shared::delivery::{DeliveryMessage, DeliveryRecord, FailureReason, Status};
+use formbridge_shared::delivery::{DeliveryMessage, FailureReason};
 use formbridge_shared::keys;
 use formbridge_shared::queue::{Queue, Received};
 use tokio_util::sync::CancellationToken;
@@ -70,39 +69,5 @@ pub async fn settle(engine: &Engine, m: &Received) -> Result<bool, EngineError> 
     if existing.as_ref().is_some_and(|r| r.status.is_final() || r.attempts >= msg.attempt) {
         return Ok(false);
     }
-    let now = now_ms();
-    let base = existing.clone().unwrap_or_else(|| DeliveryRecord {
-        tenant: msg.tenant.clone(),
-        shard: msg.shard,
-        submission: msg.submission,
-        destination: msg.destination,
-        status: Status::Pending,
-        attempts: 0,
-        round_start: 0,
-        next_attempt_ms: now,
-        form_id: msg.form_id.clone().unwrap_or_default(),
-        created_ms: now,
-        updated_ms: now,
-        last_status: None,
-        last_error: None,
-        last_latency_ms: None,
-        reason: None,
-        claim: None,
-        first_attempt: None,
-        expires_at: msg.expires_at.unwrap_or(0),
-    });
-    let failed = DeliveryRecord {
-        status: Status::Failed,
-        next_attempt_ms: now,
-        updated_ms: now,
-        last_error: Some("its delivery message was dead-lettered: handling it failed repeatedly".to_owned()),
-        reason: Some(FailureReason::DeadLettered),
-        claim: None,
-        ..base
-    };
-    if !engine.records.fail(existing.as_ref(), &failed).await? {
-        return Ok(false);
-    }
-    engine.bus.delivery_failed(&failed, now).await;
-    Ok(true)
+    engine.fail_unsent(&msg, existing.as_ref(), FailureReason::DeadLettered).await
 }

@@ -377,17 +377,21 @@ impl Engine {
         now: u64,
     ) -> Result<Admitted, EngineError> {
         let Some(dest) = self.destination(m).await? else {
-            return self.fail_unsent(m, record.as_ref(), FailureReason::DestinationDeleted).await;
+            self.fail_unsent(m, record.as_ref(), FailureReason::DestinationDeleted).await?;
+            return Ok(Admitted::Settled);
         };
         if !dest.enabled {
-            return self.fail_unsent(m, record.as_ref(), FailureReason::DestinationDisabled).await;
+            self.fail_unsent(m, record.as_ref(), FailureReason::DestinationDisabled).await?;
+            return Ok(Admitted::Settled);
         }
         let expired = m.expires_at.is_some_and(|e| i64::try_from(now / 1000).unwrap_or(i64::MAX) >= e);
         if expired {
-            return self.fail_unsent(m, record.as_ref(), FailureReason::SubmissionExpired).await;
+            self.fail_unsent(m, record.as_ref(), FailureReason::SubmissionExpired).await?;
+            return Ok(Admitted::Settled);
         }
         let Some(sub) = self.submission(m).await? else {
-            return self.fail_unsent(m, record.as_ref(), FailureReason::SubmissionExpired).await;
+            self.fail_unsent(m, record.as_ref(), FailureReason::SubmissionExpired).await?;
+            return Ok(Admitted::Settled);
         };
         let health = self.health_of(&m.tenant, &dest.id).await?;
         let probe_for = Duration::from_millis(dest.timeout_ms) + Duration::from_secs(30);
@@ -603,19 +607,22 @@ impl Engine {
         self.bus.delivery_failed(rec, at_ms).await;
     }
 
-    /// Fails a delivery without sending (destination gone or disabled, submission expired).
-    async fn fail_unsent(
+    /// Fails a delivery without sending (destination gone or disabled, submission expired, its
+    /// message dead-lettered), publishing `DeliveryFailed`. Returns false when the record moved
+    /// on meanwhile (then nothing changed).
+    pub(crate) async fn fail_unsent(
         &self,
         m: &DeliveryMessage,
         existing: Option<&DeliveryRecord>,
         reason: FailureReason,
-    ) -> Result<Admitted, EngineError> {
+    ) -> Result<bool, EngineError> {
         let done = now_ms();
         let base = existing.cloned().unwrap_or_else(|| self.new_record(m, "", done));
         let why = match reason {
             FailureReason::DestinationDeleted => "the destination was deleted",
             FailureReason::DestinationDisabled => "the destination is disabled",
             FailureReason::SubmissionExpired => "the submission is no longer stored",
+            FailureReason::DeadLettered => "its delivery message was dead-lettered: handling it failed repeatedly",
             _ => "the delivery could not be attempted",
         };
         let failed = DeliveryRecord {
@@ -627,10 +634,11 @@ impl Engine {
             claim: None,
             ..base
         };
-        if self.records.fail(existing, &failed).await? {
+        let changed = self.records.fail(existing, &failed).await?;
+        if changed {
             self.failed(&failed, done).await;
         }
-        Ok(Admitted::Settled)
+        Ok(changed)
     }
 
     async fn publish_transition(
