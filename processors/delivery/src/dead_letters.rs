@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{Engine, EngineError};
 use crate::events::{DeadLettered, InternalEvent};
 
+/// How long a dead letter that could not be settled waits before it is looked at again (s).
+const RETRY_AFTER_S: i32 = 300;
+
 /// How long an empty DLQ rests before the next look.
 const IDLE: Duration = Duration::from_secs(60);
 
@@ -51,7 +54,11 @@ pub async fn run(engine: Arc<Engine>, dlq: Queue, shutdown: CancellationToken) {
                         tracing::warn!(error = %e, "could not delete a settled DLQ message; it will be settled again");
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "could not settle a dead-lettered delivery; will retry"),
+                Err(e) => {
+                    // Unreadable, or the table is unreachable: look again in a while, not at once.
+                    tracing::warn!(error = %e, "could not settle a dead-lettered message; it stays in the DLQ");
+                    let _ = dlq.change_visibility(&m.receipt, RETRY_AFTER_S).await;
+                }
             }
         }
     }
