@@ -4,7 +4,7 @@
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
-use crate::attrs::{self, attempt as at, delivery as dv, AttrError};
+use crate::attrs::{self, attempt as at, delivery as dv, AttrError, Item};
 use crate::capacity::item_size;
 use crate::delivery::model::{Attempt, DeliveryRecord, Status};
 use crate::keys::{self, ItemKey};
@@ -62,10 +62,8 @@ impl Records {
         Ok(out.item.as_ref().map(DeliveryRecord::from_item).transpose()?)
     }
 
-    /// Writes a record that must not exist yet (the first attempt's, or a failure before any
-    /// send). False when it exists.
-    pub async fn create(&self, rec: &DeliveryRecord) -> Result<bool, RecordError> {
-        let item = rec.to_item();
+    /// Writes an item that must not exist yet. False when it exists.
+    async fn put_new(&self, item: Item) -> Result<bool, RecordError> {
         usage::write(self.component, item_size(&item));
         let put = self
             .store
@@ -78,6 +76,12 @@ impl Records {
             .await
             .map_err(DynErr::from);
         Ok(conditional(put)?.is_some())
+    }
+
+    /// Writes a record that must not exist yet (the first attempt's, or a failure before any
+    /// send). False when it exists.
+    pub async fn create(&self, rec: &DeliveryRecord) -> Result<bool, RecordError> {
+        self.put_new(rec.to_item()).await
     }
 
     /// Replaces a record, on the condition that it is still as `before` was read (attempt count,
@@ -148,19 +152,7 @@ impl Records {
     /// a crash between sending and recording) overwrites it with the newer outcome and counts
     /// the send, so the item always agrees with the record written after it.
     pub async fn put_attempt(&self, rec: &DeliveryRecord, a: &Attempt) -> Result<(), RecordError> {
-        let item = a.to_item(rec);
-        usage::write(self.component, item_size(&item));
-        let put = self
-            .store
-            .client()
-            .put_item()
-            .table_name(self.store.table())
-            .set_item(Some(item.clone()))
-            .condition_expression("attribute_not_exists(PK)")
-            .send()
-            .await
-            .map_err(DynErr::from);
-        if conditional(put)?.is_some() {
+        if self.put_new(a.to_item(rec)).await? {
             return Ok(());
         }
         // Sent again: keep the newest outcome, and how many sends there were.

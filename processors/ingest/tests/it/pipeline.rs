@@ -28,6 +28,17 @@ fn a_retry_keeps_its_submission_id_and_sites_do_not_share_ids() {
     assert_ne!(id, other_body, "a reused webhook-id with other content is another submission");
 }
 
+/// Runs a persister until the ingest queue is empty.
+async fn persist_everything(stack: &Stack) {
+    let token = CancellationToken::new();
+    let mut pc = PersisterConfig::for_resources(stack.names.clone());
+    pc.wait_seconds = 1;
+    let persister = tokio::spawn(formbridge_persister::run(pc, stack.aws.clone(), token.clone()));
+    eventually("the queue to drain", || async { stack.queued().await == 0 }).await;
+    token.cancel();
+    persister.await.unwrap().unwrap();
+}
+
 async fn stored_ids(stack: &Stack, tenant: &str) -> Vec<SubmissionId> {
     let t = TenantId::parse(tenant).unwrap();
     let p = stack.store.get_tenant(&t).await.unwrap().unwrap();
@@ -63,13 +74,7 @@ async fn a_signed_submission_reaches_dynamodb_once_even_when_retried() {
     assert_eq!(u1.body["submission_id"], u2.body["submission_id"], "an undated retry must keep its submission id");
     assert_eq!(stack.queued().await, 4);
 
-    let token = CancellationToken::new();
-    let mut pc = PersisterConfig::for_resources(stack.names.clone());
-    pc.wait_seconds = 1;
-    let persister = tokio::spawn(formbridge_persister::run(pc, stack.aws.clone(), token.clone()));
-    eventually("the queue to drain", || async { stack.queued().await == 0 }).await;
-    token.cancel();
-    persister.await.unwrap().unwrap();
+    persist_everything(&stack).await;
 
     let mut ids: Vec<String> = stored_ids(&stack, "acme").await.iter().map(ToString::to_string).collect();
     ids.sort();
@@ -217,13 +222,7 @@ async fn a_retry_across_shard_growth_is_one_submission_and_a_reused_id_with_new_
     assert_eq!(reused.status, 202);
     assert_ne!(reused.body["submission_id"], first.body["submission_id"]);
 
-    let token = CancellationToken::new();
-    let mut pc = PersisterConfig::for_resources(stack.names.clone());
-    pc.wait_seconds = 1;
-    let persister = tokio::spawn(formbridge_persister::run(pc, stack.aws.clone(), token.clone()));
-    eventually("the queue to drain", || async { stack.queued().await == 0 }).await;
-    token.cancel();
-    persister.await.unwrap().unwrap();
+    persist_everything(&stack).await;
 
     let stored = stored_ids(&stack, "growing").await;
     assert_eq!(stored.len(), 2, "one item for the retried submission, one for the new content: {stored:?}");
