@@ -444,39 +444,56 @@ impl Progress {
     }
 }
 
-/// Reads the `aws_requests_total` counters of each Prometheus endpoint, summed by
-/// `service:Operation`.
-async fn scrape(http: &reqwest::Client, urls: &[String]) -> BTreeMap<String, u64> {
-    let mut total = BTreeMap::new();
+/// What the pipeline's counters said at one moment: AWS requests by `service:Operation`, usage by
+/// `component:unit`, billed units by unit, and CPU seconds by process. Processes running in this
+/// one count through the process-wide tallies; others through their Prometheus pages.
+#[derive(Debug, Default)]
+struct Counters {
+    requests: BTreeMap<String, u64>,
+    usage: BTreeMap<String, u64>,
+    billed: BTreeMap<String, u64>,
+    cpu_s: BTreeMap<String, f64>,
+}
+
+/// What ingest waits for company in a SendMessageBatch by default (`INGEST_BATCH_LINGER_MS`).
+const INGEST_LINGER: Duration = Duration::from_millis(50);
+
+/// Name under which the CPU of this process is reported when the pipeline runs inside it.
+const IN_PROCESS: &str = "in-process (every stage and the load generator)";
+
+async fn read_counters(http: &reqwest::Client, urls: &[String]) -> Counters {
+    let mut c = Counters {
+        requests: formbridge_shared::aws::request_counts(),
+        usage: formbridge_shared::usage::snapshot()
+            .into_iter()
+            .map(|((c, u), v)| (format!("{c}:{}", u.as_str()), v))
+            .collect(),
+        billed: formbridge_shared::billing::snapshot(),
+        cpu_s: BTreeMap::new(),
+    };
+    if urls.is_empty() {
+        if let Some(s) = formbridge_shared::telemetry::cpu_seconds() {
+            c.cpu_s.insert(IN_PROCESS.to_owned(), s);
+        }
+    }
     for url in urls {
         let Ok(text) = async { http.get(url).send().await?.error_for_status()?.text().await }.await else {
             tracing::warn!(%url, "cannot read metrics");
             continue;
         };
-        for (k, v) in crate::report::aws_request_counters(&text) {
-            *total.entry(k).or_default() += v;
-        }
-    }
-    total
-}
-
-/// Billed units counted in this process, by `component:unit`.
-fn usage_snapshot() -> BTreeMap<String, u64> {
-    formbridge_shared::usage::snapshot().into_iter().map(|((c, u), v)| (format!("{c}:{}", u.as_str()), v)).collect()
-}
-
-/// The `formbridge_usage_total` counters of each Prometheus endpoint, by `component:unit`.
-async fn scrape_usage(http: &reqwest::Client, urls: &[String]) -> BTreeMap<String, u64> {
-    let mut total = BTreeMap::new();
-    for url in urls {
-        let Ok(text) = async { http.get(url).send().await?.error_for_status()?.text().await }.await else {
-            continue;
+        let add = |into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>| {
+            for (k, v) in from {
+                *into.entry(k).or_default() += v;
+            }
         };
-        for (k, v) in crate::report::usage_counters(&text) {
-            *total.entry(k).or_default() += v;
+        add(&mut c.requests, crate::report::aws_request_counters(&text));
+        add(&mut c.usage, crate::report::usage_counters(&text));
+        add(&mut c.billed, crate::report::billed_counters(&text));
+        if let Some((name, s)) = crate::report::process_cpu(&text) {
+            *c.cpu_s.entry(name).or_default() += s;
         }
     }
-    total
+    c
 }
 
 fn diff(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
@@ -509,9 +526,11 @@ pub async fn run(
 
     let listener = tokio::net::TcpListener::bind(args.receiver).await?;
     let rx = tokio::spawn(receiver(listener, pop.dest_secrets.clone(), seen.clone(), stop.clone()));
-    let streams = stream::DynamoStreams::for_table(&aws.dynamodb, aws.streams.clone(), &names.table).await?;
+    // The run's own stream reader is an observer: its requests are not the pipeline's.
+    let observer = AwsClients::observer(&formbridge_shared::aws::sdk_config().await);
+    let streams = stream::DynamoStreams::for_table(&observer.dynamodb, observer.streams.clone(), &names.table).await?;
     let leases = stream::LeaseTable {
-        client: aws.dynamodb.clone(),
+        client: observer.dynamodb.clone(),
         table: names.control_table.clone(),
         group: format!("loadtest-{prefix}"),
     };
@@ -573,8 +592,7 @@ pub async fn run(
         .await
         .map_err(|e| RunError::Setup(e.to_string()))?;
     let http = reqwest::Client::new();
-    let metered_before = (formbridge_shared::aws::request_counts(), scrape(&http, &args.metrics_urls).await);
-    let usage_before = (usage_snapshot(), scrape_usage(&http, &args.metrics_urls).await);
+    let before = read_counters(&http, &args.metrics_urls).await;
     let sender = Arc::new(Sender {
         target: args.target,
         queue,
@@ -590,6 +608,7 @@ pub async fn run(
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration_s);
     let mut dispatched = 0usize;
+    let mut last_dispatch = Instant::now();
     while dispatched < args.count && Instant::now() < deadline {
         let want = match &schedule {
             Some(s) => (s.due(started.elapsed()).ceil() as usize).min(args.count),
@@ -601,7 +620,14 @@ pub async fn run(
                 (dispatched + args.max_backlog.saturating_sub(waiting)).min(args.count)
             }
         };
-        if want > dispatched {
+        // Straight onto the queue, the run stands in for ingest, so it batches as ingest does:
+        // a full SendMessageBatch at once, a partial one after ingest's default linger.
+        let batch_due = args.target == Target::Http
+            || want >= dispatched + 10
+            || want >= args.count
+            || last_dispatch.elapsed() >= INGEST_LINGER;
+        if want > dispatched && batch_due {
+            last_dispatch = Instant::now();
             let permit = slots.clone().acquire_owned().await.expect("never closed");
             let now_s = time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
@@ -639,20 +665,12 @@ pub async fn run(
     // A moment for late duplicates to show.
     tokio::time::sleep(Duration::from_secs(1)).await;
     progress.bar.finish_and_clear();
-    let metered = {
-        let mut m = diff(&formbridge_shared::aws::request_counts(), &metered_before.0);
-        for (k, v) in diff(&scrape(&http, &args.metrics_urls).await, &metered_before.1) {
-            *m.entry(k).or_default() += v;
-        }
-        m
-    };
-    let usage = {
-        let mut m = diff(&usage_snapshot(), &usage_before.0);
-        for (k, v) in diff(&scrape_usage(&http, &args.metrics_urls).await, &usage_before.1) {
-            *m.entry(k).or_default() += v;
-        }
-        m
-    };
+    let after = read_counters(&http, &args.metrics_urls).await;
+    let cpu_s = after
+        .cpu_s
+        .iter()
+        .map(|(k, v)| (k.clone(), (v - before.cpu_s.get(k).copied().unwrap_or(0.0)).max(0.0)))
+        .collect();
     if ceiling.is_none() && args.ceiling_s > 0.0 {
         eprintln!("measuring the engine's ceiling ({} s each)...", args.ceiling_s);
         ceiling = Some(measure_ceiling().await?);
@@ -673,9 +691,11 @@ pub async fn run(
         send_time,
         accepted: seen.sent.keys().cloned().collect(),
         seen,
-        metered,
+        metered: diff(&after.requests, &before.requests),
         metered_in_process: args.metrics_urls.is_empty(),
-        usage,
+        usage: diff(&after.usage, &before.usage),
+        billed: diff(&after.billed, &before.billed),
+        cpu_s,
         ceiling,
     };
     let report = Report::from(&obs);

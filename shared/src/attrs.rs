@@ -23,6 +23,11 @@ pub mod tenant {
     pub const COUNT: &str = "count";
 }
 
+/// A tenant's destination-set version (`TENANT#<t>` / `DESTSET`).
+pub mod destination_set {
+    pub const VERSION: &str = "version";
+}
+
 /// A site (`SITE#<domain>` / `SITE`): its tenant and its sealed signing secrets.
 pub mod site {
     pub const TENANT: &str = "tenant_id";
@@ -95,21 +100,30 @@ pub mod attempt {
     pub const SENDS: &str = "sends";
 }
 
-/// An hourly or daily metric item (`METRIC#<t>` / `HOUR#…`, `DAY#…`, `FORM#<f>#…`): counters
-/// added by the aggregator, and per-shard high-water marks of the stream records it holds.
+/// An hourly or daily metric item (`METRIC#<t>` / `HOUR#…`, `DAY#…`): the tenant's counters and,
+/// inside the same item, each form's, added by the aggregator; and per-shard high-water marks of
+/// the stream records it holds.
 pub mod metrics {
     pub const SUBMISSIONS: &str = "submission_count";
     pub const RAW_BYTES: &str = "raw_bytes";
     pub const STORED_BYTES: &str = "stored_bytes";
     pub const WRITE_UNITS: &str = "write_units";
-    /// A map of form id to submissions (tenant buckets).
+    /// A map of form id to submissions.
     pub const FORM_STATS: &str = "form_stats";
+    /// A form's other counters: `frm#<form>#<field>` (field: raw_bytes, stored_bytes,
+    /// write_units), top-level so that an ADD creates them.
+    pub const FORM_PREFIX: &str = "frm#";
     /// Delivery counters per destination: `dlv#<destination>#<field>`.
     pub const DELIVERY_PREFIX: &str = "dlv#";
     pub const SUCCEEDED: &str = "succeeded";
     pub const FAILED: &str = "failed";
     pub const ATTEMPTS: &str = "attempts";
     pub const LATENCY_MS: &str = "latency_ms";
+
+    /// The attribute of one form's counter.
+    pub fn form(form: &str, field: &str) -> String {
+        format!("{FORM_PREFIX}{form}#{field}")
+    }
 
     /// The attribute of one destination's delivery counter.
     pub fn delivery(destination: &str, field: &str) -> String {

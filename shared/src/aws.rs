@@ -16,7 +16,10 @@ use std::sync::{Mutex, PoisonError};
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    AfterDeserializationInterceptorContextRef, BeforeSerializationInterceptorContextRef,
+    BeforeTransmitInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
@@ -39,21 +42,29 @@ pub struct AwsClients {
 impl AwsClients {
     /// Builds every client from `config`, each with a [`RequestMeter`] for its service.
     pub fn new(config: &SdkConfig) -> Self {
+        Self::metered(config, Scope::Pipeline)
+    }
+
+    /// Clients for an observer of the pipeline (the load run's own stream reader): their requests
+    /// are counted under `scope="observer"`, apart from the pipeline's, and bill nothing in
+    /// [`crate::billing`], so a load run in the same process meters only the pipeline.
+    pub fn observer(config: &SdkConfig) -> Self {
+        Self::metered(config, Scope::Observer)
+    }
+
+    fn metered(config: &SdkConfig, scope: Scope) -> Self {
         use {
             aws_sdk_dynamodb as ddb, aws_sdk_dynamodbstreams as streams, aws_sdk_eventbridge as eb, aws_sdk_sqs as sqs,
         };
+        let meter = |service| RequestMeter { service, scope };
         Self {
-            dynamodb: ddb::Client::from_conf(
-                ddb::config::Builder::from(config).interceptor(RequestMeter::new("dynamodb")).build(),
-            ),
+            dynamodb: ddb::Client::from_conf(ddb::config::Builder::from(config).interceptor(meter("dynamodb")).build()),
             streams: streams::Client::from_conf(
-                streams::config::Builder::from(config).interceptor(RequestMeter::new("dynamodbstreams")).build(),
+                streams::config::Builder::from(config).interceptor(meter("dynamodbstreams")).build(),
             ),
-            sqs: sqs::Client::from_conf(
-                sqs::config::Builder::from(config).interceptor(RequestMeter::new("sqs")).build(),
-            ),
+            sqs: sqs::Client::from_conf(sqs::config::Builder::from(config).interceptor(meter("sqs")).build()),
             eventbridge: eb::Client::from_conf(
-                eb::config::Builder::from(config).interceptor(RequestMeter::new("eventbridge")).build(),
+                eb::config::Builder::from(config).interceptor(meter("eventbridge")).build(),
             ),
         }
     }
@@ -91,18 +102,85 @@ static REQUEST_TALLY: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new())
 #[derive(Debug, Clone, Copy)]
 pub struct RequestMeter {
     service: &'static str,
+    scope: Scope,
+}
+
+/// Whose requests a meter counts: the pipeline's (every process) or an observer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Pipeline,
+    Observer,
 }
 
 impl RequestMeter {
     /// A meter for one service's client; `service` becomes the `service` label.
     pub fn new(service: &'static str) -> Self {
-        Self { service }
+        Self { service, scope: Scope::Pipeline }
     }
 }
 
 impl Intercept for RequestMeter {
     fn name(&self) -> &'static str {
         "RequestMeter"
+    }
+
+    /// Remembers what the request will bill if it succeeds (see [`crate::billing`]).
+    fn read_before_execution(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.scope == Scope::Observer {
+            return Ok(());
+        }
+        let input = context.input();
+        let pending = match self.service {
+            "dynamodb" => crate::billing::dynamodb_request(input),
+            "sqs" => Some(crate::billing::sqs_request(input)),
+            "eventbridge" => Some(crate::billing::eventbridge_request(input)),
+            _ => None,
+        };
+        if let Some(p) = pending {
+            cfg.interceptor_state().store_put(p);
+        }
+        Ok(())
+    }
+
+    /// Bills each attempt that AWS carried out: a success, or a write refused by its condition.
+    /// Throttled and failed attempts bill nothing.
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.scope == Scope::Observer {
+            return Ok(());
+        }
+        let output = context.output_or_error().ok();
+        if self.service == "dynamodbstreams" {
+            if output.is_some() {
+                crate::billing::stream_response(cfg.load::<Metadata>().map_or("unknown", Metadata::name));
+            }
+            return Ok(());
+        }
+        let Some(p) = cfg.load::<crate::billing::Pending>() else { return Ok(()) };
+        match self.service {
+            "dynamodb" => {
+                let r = context.response();
+                let refused = output.is_none()
+                    && r.status().as_u16() == 400
+                    && r.body().bytes().is_some_and(|b| {
+                        let b = String::from_utf8_lossy(b);
+                        b.contains("ConditionalCheckFailed") || b.contains("TransactionCanceled")
+                    });
+                crate::billing::dynamodb_response(p, output, refused);
+            }
+            "sqs" if output.is_some() => crate::billing::sqs_response(p, output),
+            "eventbridge" if output.is_some() => crate::billing::eventbridge_response(p),
+            _ => {}
+        }
+        Ok(())
     }
 
     fn read_before_transmit(
@@ -113,6 +191,11 @@ impl Intercept for RequestMeter {
     ) -> Result<(), BoxError> {
         // Every generated operation stores its Metadata; "unknown" only guards a future SDK change.
         let operation = cfg.load::<Metadata>().map_or("unknown", Metadata::name);
+        if self.scope == Scope::Observer {
+            metrics::counter!("aws_requests_total", "service" => self.service, "operation" => operation.to_owned(), "scope" => "observer")
+                .increment(1);
+            return Ok(());
+        }
         record_request(self.service, operation);
         Ok(())
     }

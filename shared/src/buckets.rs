@@ -77,7 +77,8 @@ impl MetricBucket {
 }
 
 impl DataStore {
-    /// Buckets of a tenant (or one of its forms) from `from` to `to` inclusive, oldest first.
+    /// Buckets of a tenant (or one of its forms) from `from` to `to` inclusive, oldest first: one
+    /// Query of the tenant's metric items. A form's figures live inside the tenant's items.
     pub async fn metrics(
         &self,
         tenant: &TenantId,
@@ -86,16 +87,10 @@ impl DataStore {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> Result<Vec<MetricBucket>, StoreError> {
-        let (lo, hi) = match (form, granularity) {
-            (None, Granularity::Hour) => (keys::hourly_metrics(tenant, from).sk, keys::hourly_metrics(tenant, to).sk),
-            (None, Granularity::Day) => {
+        let (lo, hi) = match granularity {
+            Granularity::Hour => (keys::hourly_metrics(tenant, from).sk, keys::hourly_metrics(tenant, to).sk),
+            Granularity::Day => {
                 (keys::daily_metrics(tenant, from.date()).sk, keys::daily_metrics(tenant, to.date()).sk)
-            }
-            (Some(f), Granularity::Hour) => {
-                (keys::form_hourly_metrics(tenant, f, from).sk, keys::form_hourly_metrics(tenant, f, to).sk)
-            }
-            (Some(f), Granularity::Day) => {
-                (keys::form_daily_metrics(tenant, f, from.date()).sk, keys::form_daily_metrics(tenant, f, to.date()).sk)
             }
         };
         let prefix = lo.rsplit_once('#').map(|(p, _)| format!("{p}#")).unwrap_or_default();
@@ -113,6 +108,33 @@ impl DataStore {
             .collect::<Result<Vec<_>, _>>()
             .await
             .map_err(|e| StoreError::Dynamo(e.into()))?;
-        Ok(items.iter().filter_map(|i| MetricBucket::from_item(&prefix, i)).collect())
+        let mut out = Vec::new();
+        for item in &items {
+            let Some(b) = MetricBucket::from_item(&prefix, item) else { continue };
+            match form {
+                None => out.push(b),
+                Some(f) => out.extend(form_bucket(item, b, &f.to_string())),
+            }
+        }
+        Ok(out)
     }
+}
+
+/// One form's view of a tenant bucket: its own counters, nothing of other forms or deliveries.
+/// None when the form had nothing in that bucket.
+fn form_bucket(
+    item: &std::collections::HashMap<String, AttributeValue>,
+    tenant_bucket: MetricBucket,
+    form: &str,
+) -> Option<MetricBucket> {
+    let submissions = *tenant_bucket.form_stats.get(form)?;
+    Some(MetricBucket {
+        bucket: tenant_bucket.bucket,
+        submission_count: submissions,
+        raw_bytes: num(item.get(&mt::form(form, mt::RAW_BYTES))),
+        stored_bytes: num(item.get(&mt::form(form, mt::STORED_BYTES))),
+        write_units: num(item.get(&mt::form(form, mt::WRITE_UNITS))),
+        form_stats: BTreeMap::from([(form.to_owned(), submissions)]),
+        deliveries: BTreeMap::new(),
+    })
 }

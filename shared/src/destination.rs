@@ -419,6 +419,7 @@ impl DataStore {
             // transaction, not a read before it.
             items.push(tx_exists(self.table(), &keys::tenant_profile(t)));
             items.push(tx_put(self.table(), d.to_item(), Some("attribute_not_exists(PK)")));
+            items.push(tx_bump_set(self.table(), t));
             let audit = AuditEvent::admin(
                 t,
                 now,
@@ -431,9 +432,9 @@ impl DataStore {
         match self.transact(items).await {
             Ok(()) => Ok(out),
             Err(e) => {
-                // Items go three per tenant: tenant check, destination, audit event.
-                let missing = failed_conditions(&e).and_then(|f| f.into_iter().find(|i| i % 3 == 0));
-                match missing.and_then(|i| targets.get(i / 3)) {
+                // Items go four per tenant: tenant check, destination, set version, audit event.
+                let missing = failed_conditions(&e).and_then(|f| f.into_iter().find(|i| i % 4 == 0));
+                match missing.and_then(|i| targets.get(i / 4)) {
                     Some((t, _)) => Err(DestinationError::TenantNotFound(t.clone())),
                     None => Err(StoreError::Dynamo(e).into()),
                 }
@@ -463,6 +464,69 @@ impl DataStore {
                 Destination::from_item(&i).map(Some).map_err(|e| DestinationError::Corrupt(format!("{id}: {e}")))
             }
         }
+    }
+
+    /// The destination-set version of each tenant (0 for a tenant whose destinations never
+    /// changed): strongly consistent, in BatchGetItems of up to 100 tenants. A list read after
+    /// a version is at least as new as that version.
+    pub async fn destination_set_versions(
+        &self,
+        tenants: &[TenantId],
+    ) -> Result<HashMap<TenantId, u64>, DestinationError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut out: HashMap<TenantId, u64> = tenants.iter().map(|t| (t.clone(), 0)).collect();
+        for chunk in tenants.chunks(100) {
+            let keys_of = |ts: &[TenantId]| {
+                let keys = ts
+                    .iter()
+                    .map(|t| {
+                        let k = keys::destination_set(t);
+                        HashMap::from([
+                            (keys::PK.to_owned(), AttributeValue::S(k.pk)),
+                            (keys::SK.to_owned(), AttributeValue::S(k.sk)),
+                        ])
+                    })
+                    .collect();
+                KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build().expect("keys are set")
+            };
+            let mut request = Some(keys_of(chunk));
+            let mut rounds = 0u32;
+            while let Some(keys) = request.take() {
+                let got = self
+                    .client()
+                    .batch_get_item()
+                    .request_items(self.table(), keys)
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::Dynamo(e.into()))?;
+                for item in got.responses.unwrap_or_default().remove(self.table()).unwrap_or_default() {
+                    let a = Attrs(&item);
+                    let read = || -> Result<Option<(TenantId, u64)>, AttrError> {
+                        Ok(match keys::Entity::classify(a.s(keys::PK)?, a.s(keys::SK)?) {
+                            keys::Entity::DestinationSet { tenant } => {
+                                Some((tenant, a.n(crate::attrs::destination_set::VERSION)?))
+                            }
+                            _ => None,
+                        })
+                    };
+                    let entry =
+                        read().map_err(|e| DestinationError::Corrupt(format!("destination-set version: {e}")))?;
+                    if let Some((tenant, v)) = entry {
+                        out.insert(tenant, v);
+                    }
+                }
+                request = got.unprocessed_keys.and_then(|mut u| u.remove(self.table())).filter(|k| !k.keys.is_empty());
+                rounds += 1;
+                if request.is_some() {
+                    if rounds > 8 {
+                        let left = request.as_ref().map_or(0, |k| k.keys.len());
+                        return Err(StoreError::Exhausted(left).into());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(25 << rounds.min(6))).await;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// A tenant's destinations: one Query of its partition.
@@ -513,7 +577,8 @@ impl DataStore {
                 Some(HashMap::from([(":v".to_owned(), AttributeValue::N(before.to_string()))]));
         }
         let audit = AuditEvent::admin(tenant, now, kind, serde_json::json!({ "destination": id }));
-        match self.transact(vec![put, tx_put(self.table(), audit.to_item(), None)]).await {
+        let items = vec![put, tx_put(self.table(), audit.to_item(), None), tx_bump_set(self.table(), tenant)];
+        match self.transact(items).await {
             Ok(()) => Ok(d),
             Err(e) if failed_conditions(&e).is_some_and(|f| f.contains(&0)) => Err(DestinationError::Conflict(*id)),
             Err(e) => Err(StoreError::Dynamo(e).into()),
@@ -558,6 +623,7 @@ impl DataStore {
             .transact(vec![
                 TransactWriteItem::builder().delete(del).build(),
                 tx_put(self.table(), audit.to_item(), None),
+                tx_bump_set(self.table(), tenant),
             ])
             .await
         {
@@ -566,6 +632,21 @@ impl DataStore {
             Err(e) => Err(StoreError::Dynamo(e).into()),
         }
     }
+}
+
+/// Bumps a tenant's destination-set version, inside the transaction that changes a destination.
+fn tx_bump_set(table: &str, tenant: &TenantId) -> TransactWriteItem {
+    let k = keys::destination_set(tenant);
+    let update = aws_sdk_dynamodb::types::Update::builder()
+        .table_name(table)
+        .key(keys::PK, AttributeValue::S(k.pk))
+        .key(keys::SK, AttributeValue::S(k.sk))
+        .update_expression("ADD #v :one")
+        .expression_attribute_names("#v", crate::attrs::destination_set::VERSION)
+        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+        .build()
+        .expect("table, key and expression are set");
+    TransactWriteItem::builder().update(update).build()
 }
 
 /// Re-seals new credentials on an update.

@@ -5,7 +5,7 @@
 
 use time::{Date, OffsetDateTime};
 
-use crate::ids::{DestinationId, FormId, SiteDomain, SubmissionId, TenantId};
+use crate::ids::{DestinationId, SiteDomain, SubmissionId, TenantId};
 
 pub const PK: &str = "PK";
 pub const SK: &str = "SK";
@@ -129,6 +129,13 @@ pub fn destination_health(tenant: &TenantId, dest: &DestinationId) -> ItemKey {
 }
 pub const HEALTH_SK_PREFIX: &str = "HEALTH#";
 
+/// A tenant's destination-set version: bumped in the same transaction as every change to its
+/// destinations, so a reader can tell with one batched read whether a cached list is current.
+pub fn destination_set(tenant: &TenantId) -> ItemKey {
+    key(tenant_pk(tenant), DESTINATION_SET_SK.to_owned())
+}
+pub const DESTINATION_SET_SK: &str = "DESTSET";
+
 // ---- metrics -------------------------------------------------------------------------------
 
 pub fn metrics_pk(tenant: &TenantId) -> String {
@@ -148,14 +155,6 @@ pub fn hourly_metrics(tenant: &TenantId, at: OffsetDateTime) -> ItemKey {
 /// Daily bucket for the whole tenant (UTC).
 pub fn daily_metrics(tenant: &TenantId, day: Date) -> ItemKey {
     key(metrics_pk(tenant), format!("DAY#{day}"))
-}
-
-pub fn form_hourly_metrics(tenant: &TenantId, form: &FormId, at: OffsetDateTime) -> ItemKey {
-    key(metrics_pk(tenant), format!("FORM#{form}#HOUR#{}", hour_label(at)))
-}
-
-pub fn form_daily_metrics(tenant: &TenantId, form: &FormId, day: Date) -> ItemKey {
-    key(metrics_pk(tenant), format!("FORM#{form}#DAY#{day}"))
 }
 
 /// GSI3 (INCLUDE submission_count, form_stats): every tenant's total for one day, so an
@@ -235,6 +234,9 @@ pub enum Entity {
         tenant: TenantId,
         dest: DestinationId,
     },
+    DestinationSet {
+        tenant: TenantId,
+    },
     Metrics {
         tenant: TenantId,
         bucket: String,
@@ -260,6 +262,8 @@ impl Entity {
                 let tenant = TenantId::parse(t).ok()?;
                 if sk == "PROFILE" {
                     Some(Entity::TenantProfile { tenant })
+                } else if sk == DESTINATION_SET_SK {
+                    Some(Entity::DestinationSet { tenant })
                 } else if let Some(d) = sk.strip_prefix(HEALTH_SK_PREFIX) {
                     Some(Entity::DestinationHealth { tenant, dest: DestinationId::parse(d).ok()? })
                 } else {
@@ -344,6 +348,9 @@ mod tests {
         assert_eq!(Entity::classify("SUB#a#b#001", "SUB#01ARZ3NDEKTSV4RRFFQ69G5FAV"), Entity::Unknown);
         assert_eq!(Entity::classify("SUB#acme#1", "SUB#01ARZ3NDEKTSV4RRFFQ69G5FAV"), Entity::Unknown);
         assert_eq!(Entity::classify("TENANT#ACME", "PROFILE"), Entity::Unknown);
+        let t = TenantId::parse("acme").unwrap();
+        let k = destination_set(&t);
+        assert_eq!(Entity::classify(&k.pk, &k.sk), Entity::DestinationSet { tenant: t });
         assert_eq!(Entity::classify("SUB#acme#001", "SUB#01ARZ3NDEKTSV4RRFFQ69G5FAV#X"), Entity::Unknown);
     }
 

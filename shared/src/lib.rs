@@ -5,6 +5,7 @@
 pub mod attrs;
 pub mod audit;
 pub mod aws;
+pub mod billing;
 pub mod bootstrap;
 pub mod buckets;
 pub mod capacity;

@@ -18,11 +18,59 @@ pub fn init() {
 }
 
 /// Serves Prometheus metrics on `addr` when set (the processes' `*_METRICS_ADDR` setting, named
-/// by `setting` in the error).
-pub fn serve_metrics(addr: Option<std::net::SocketAddr>, setting: &str) -> Result<(), String> {
+/// by `setting` in the error), with this process's CPU time (see [`process_metrics`]).
+pub fn serve_metrics(addr: Option<std::net::SocketAddr>, setting: &str, process: &'static str) -> Result<(), String> {
     let Some(addr) = addr else { return Ok(()) };
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .install()
-        .map_err(|e| format!("cannot serve metrics on {setting}={addr}: {e}"))
+        .map_err(|e| format!("cannot serve metrics on {setting}={addr}: {e}"))?;
+    process_metrics(process);
+    Ok(())
+}
+
+/// How often the CPU gauge is refreshed: a scrape sees CPU time at most this old.
+const CPU_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Publishes, from a background task, `process_cpu_seconds_total` (user + system CPU time of the
+/// whole process, all threads, from `/proc/self/stat`) and `formbridge_process_info{process}`,
+/// which names the process so that a load run can report CPU per process. Call inside a Tokio
+/// runtime. Nothing is published where `/proc` is missing.
+pub fn process_metrics(process: &'static str) {
+    metrics::gauge!("formbridge_process_info", "process" => process).set(1.0);
+    tokio::spawn(async move {
+        loop {
+            if let Some(s) = cpu_seconds() {
+                metrics::gauge!("process_cpu_seconds_total").set(s);
+            }
+            tokio::time::sleep(CPU_SAMPLE_EVERY).await;
+        }
+    });
+}
+
+/// User + system CPU seconds of this process (every thread), from `/proc/self/stat`.
+pub fn cpu_seconds() -> Option<f64> {
+    parse_stat_cpu(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// `utime` and `stime` (fields 14 and 15, in clock ticks of 1/100 s, Linux's fixed `USER_HZ`)
+/// of a `/proc/<pid>/stat` line. The command name (field 2) may hold spaces and parentheses, so
+/// fields are counted after its last `)`.
+pub fn parse_stat_cpu(stat: &str) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: field 3 is f[0], so field 14 is f[11] and field 15 is f[12].
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_time_is_read_after_the_command_name() {
+        let line = "4242 (formbridge (x) y) S 1 2 3 4 5 6 7 8 9 10 250 130 0 0 20 0 8 0 100 2000 30";
+        assert_eq!(super::parse_stat_cpu(line), Some(3.8));
+        assert_eq!(super::parse_stat_cpu("garbage"), None);
+        assert!(super::cpu_seconds().is_some_and(|s| s >= 0.0));
+    }
 }

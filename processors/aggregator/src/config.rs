@@ -21,9 +21,9 @@ pub struct Config {
     #[arg(long, env = "AGGREGATOR_DAILY_TTL_DAYS", default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub daily_ttl_days: u32,
     /// After a partial batch, wait this long (ms) before reading the stream again, so each
-    /// commit folds more records: fewer metric transactions and GetRecords calls, metrics up
-    /// to this much later. 0 reads again at once.
-    #[arg(long, env = "AGGREGATOR_LINGER_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    /// write of a metric item folds more records: fewer metric writes and GetRecords calls,
+    /// metrics up to this much later. 0 reads again at once.
+    #[arg(long, env = "AGGREGATOR_LINGER_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub linger_ms: u64,
     #[command(flatten)]
     pub stream: StreamArgs,

@@ -2,7 +2,8 @@
 //! deltas, which is what lets a failed transaction be rebuilt and retried.
 //!
 //! Counted: a submission INSERT (never a MODIFY: a rewrite of the same submission is not a new
-//! one), into the hour and day of its `received_at`, for the tenant and for its form. Delivery
+//! one), into the hour and day of its `received_at`, for the tenant and, inside the same item,
+//! for its form (one item per tenant and bucket, whatever the number of forms: one write each). Delivery
 //! outcomes: a delivery record whose status becomes `succeeded` or `failed`, and each new
 //! delivery attempt (attempts, latency), into the hour and day the change happened. Everything
 //! else (our own metric items, TTL expiries, removals, other entities) is ignored.
@@ -20,11 +21,10 @@ use formbridge_shared::{FormId, TenantId};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// One metric item.
+/// One metric item: a tenant's hour or day.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Bucket {
     pub tenant: TenantId,
-    pub form: Option<FormId>,
     pub granularity: Granularity,
     /// Start of the hour or day, epoch seconds (UTC).
     pub start: i64,
@@ -33,11 +33,9 @@ pub struct Bucket {
 impl Bucket {
     pub fn key(&self) -> ItemKey {
         let at = OffsetDateTime::from_unix_timestamp(self.start).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        match (&self.form, self.granularity) {
-            (None, Granularity::Hour) => keys::hourly_metrics(&self.tenant, at),
-            (None, Granularity::Day) => keys::daily_metrics(&self.tenant, at.date()),
-            (Some(f), Granularity::Hour) => keys::form_hourly_metrics(&self.tenant, f, at),
-            (Some(f), Granularity::Day) => keys::form_daily_metrics(&self.tenant, f, at.date()),
+        match self.granularity {
+            Granularity::Hour => keys::hourly_metrics(&self.tenant, at),
+            Granularity::Day => keys::daily_metrics(&self.tenant, at.date()),
         }
     }
 }
@@ -51,14 +49,22 @@ pub struct DeliveryDelta {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FormDelta {
+    pub submissions: u64,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub write_units: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delta {
     pub submissions: u64,
     pub raw_bytes: u64,
     pub stored_bytes: u64,
     pub write_units: u64,
-    /// Submissions per form (tenant buckets only).
-    pub forms: BTreeMap<String, u64>,
-    /// Outcomes per destination (tenant buckets only).
+    /// Per form: submissions, raw bytes, stored bytes, write units.
+    pub forms: BTreeMap<String, FormDelta>,
+    /// Outcomes per destination.
     pub deliveries: BTreeMap<String, DeliveryDelta>,
     /// First and last folded sequence numbers (padded), for the replay guard.
     pub first_seq: String,
@@ -106,27 +112,24 @@ pub fn fold(records: &[Change], skip: impl Fn(&Bucket, &str) -> bool) -> BTreeMa
                 let form = str_attr(new, sb::FORM).and_then(|f| FormId::parse(f).ok());
                 let stored = item_size(new) as u64;
                 let raw = num_attr(new, sb::RAW_SIZE);
+                let wcu = write_units(stored as usize);
                 for g in [Granularity::Hour, Granularity::Day] {
-                    let start = start_of(g, at);
-                    let tenant_bucket = Bucket { tenant: tenant.clone(), form: None, granularity: g, start };
-                    let mut buckets = vec![tenant_bucket];
-                    if let Some(f) = &form {
-                        buckets.push(Bucket { tenant: tenant.clone(), form: Some(f.clone()), granularity: g, start });
+                    let b = Bucket { tenant: tenant.clone(), granularity: g, start: start_of(g, at) };
+                    if skip(&b, &seq) {
+                        continue;
                     }
-                    for b in buckets {
-                        if skip(&b, &seq) {
-                            continue;
-                        }
-                        let is_tenant = b.form.is_none();
-                        let d = out.entry(b).or_default();
-                        d.touch(&r.seq);
-                        d.submissions += 1;
-                        d.raw_bytes += raw;
-                        d.stored_bytes += stored;
-                        d.write_units += write_units(stored as usize);
-                        if let (true, Some(f)) = (is_tenant, &form) {
-                            *d.forms.entry(f.to_string()).or_default() += 1;
-                        }
+                    let d = out.entry(b).or_default();
+                    d.touch(&r.seq);
+                    d.submissions += 1;
+                    d.raw_bytes += raw;
+                    d.stored_bytes += stored;
+                    d.write_units += wcu;
+                    if let Some(f) = &form {
+                        let fd = d.forms.entry(f.to_string()).or_default();
+                        fd.submissions += 1;
+                        fd.raw_bytes += raw;
+                        fd.stored_bytes += stored;
+                        fd.write_units += wcu;
                     }
                 }
             }
@@ -171,7 +174,7 @@ fn add_delivery(
     let at =
         r.created_s.and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     for g in [Granularity::Hour, Granularity::Day] {
-        let b = Bucket { tenant: tenant.clone(), form: None, granularity: g, start: start_of(g, at) };
+        let b = Bucket { tenant: tenant.clone(), granularity: g, start: start_of(g, at) };
         if skip(&b, seq) {
             continue;
         }
@@ -185,8 +188,8 @@ fn add_delivery(
     }
 }
 
-/// Splits records into runs whose folds touch at most `max_buckets` buckets, so each run's
-/// transaction stays within DynamoDB's 100 items (99 and the checkpoint).
+/// Splits records into runs whose folds touch at most `max_buckets` buckets, which bounds the
+/// memory and the writes in flight of one fold.
 pub fn chunks(records: &[Change], max_buckets: usize) -> Vec<&[Change]> {
     let mut out = Vec::new();
     let mut start = 0;
@@ -284,7 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn submissions_fold_into_tenant_and_form_buckets_by_hour_and_day() {
+    fn submissions_fold_into_the_tenants_hour_and_day_with_each_form_inside() {
         let records = vec![
             submission("1", "acme", "contact", "2026-11-25T08:10:00Z", ChangeKind::Insert),
             submission("2", "acme", "contact", "2026-11-25T08:50:00Z", ChangeKind::Insert),
@@ -295,23 +298,22 @@ mod tests {
             submission("6", "acme", "quote", "2026-11-25T09:05:00Z", ChangeKind::Remove),
         ];
         let deltas = fold(&records, |_, _| false);
-        let day = deltas.iter().find(|(b, _)| b.form.is_none() && b.granularity == Granularity::Day).unwrap().1;
+        let day = deltas.iter().find(|(b, _)| b.granularity == Granularity::Day).unwrap().1;
         assert_eq!(day.submissions, 3);
         assert_eq!(day.raw_bytes, 6000);
-        assert_eq!(day.forms, BTreeMap::from([("contact".into(), 2), ("quote".into(), 1)]));
+        let counts: BTreeMap<&str, u64> = day.forms.iter().map(|(f, d)| (f.as_str(), d.submissions)).collect();
+        assert_eq!(counts, BTreeMap::from([("contact", 2), ("quote", 1)]));
+        assert_eq!((day.forms["contact"].raw_bytes, day.forms["contact"].write_units), (4000, 2));
         assert!(day.stored_bytes > 3 * 700 && day.write_units == 3);
         assert_eq!(
             (day.first_seq.as_str(), day.last_seq.as_str()),
             (padded_seq("1").as_str(), padded_seq("3").as_str())
         );
-        let hours: Vec<u64> = deltas
-            .iter()
-            .filter(|(b, _)| b.form.is_none() && b.granularity == Granularity::Hour)
-            .map(|(_, d)| d.submissions)
-            .collect();
+        let hours: Vec<u64> =
+            deltas.iter().filter(|(b, _)| b.granularity == Granularity::Hour).map(|(_, d)| d.submissions).collect();
         assert_eq!(hours, vec![2, 1]);
-        // 2 tenant hours + 1 tenant day + form hours (contact 08, quote 09) + form days (contact, quote)
-        assert_eq!(deltas.len(), 7);
+        // 2 hours + 1 day, whatever the number of forms: one item (one write) each.
+        assert_eq!(deltas.len(), 3);
     }
 
     #[test]
@@ -360,10 +362,11 @@ mod tests {
     }
 
     #[test]
-    fn runs_stay_within_a_transaction() {
+    fn runs_stay_within_a_bounded_number_of_buckets() {
         let records: Vec<_> = (0..300)
             .map(|i| {
-                submission(&i.to_string(), "acme", &format!("form{i}"), "2026-11-25T08:10:00Z", ChangeKind::Insert)
+                let tenant = format!("t{i:03}");
+                submission(&i.to_string(), &tenant, "contact", "2026-11-25T08:10:00Z", ChangeKind::Insert)
             })
             .collect();
         let runs = chunks(&records, 99);

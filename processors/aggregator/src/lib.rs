@@ -106,7 +106,7 @@ impl Aggregator {
             .expression_attribute_values(":raw", n(delta.raw_bytes))
             .expression_attribute_values(":stored", n(delta.stored_bytes))
             .expression_attribute_values(":wcu", n(delta.write_units));
-        if bucket.form.is_none() && bucket.granularity == Granularity::Day {
+        if bucket.granularity == Granularity::Day {
             // GSI3: every tenant's day, for operator dashboards.
             let idx = keys::daily_metrics_by_day(&bucket.tenant, at(bucket.start).date());
             set.push("GSI3PK = :g3pk, GSI3SK = :g3sk".into());
@@ -119,19 +119,30 @@ impl Aggregator {
             FormStats::Exists => {
                 cond.push(format!("attribute_exists({})", mt::FORM_STATS));
                 u = u.expression_attribute_values(":zero", n(0));
-                for (i, (form, count)) in delta.forms.iter().enumerate() {
+                for (i, (form, fd)) in delta.forms.iter().enumerate() {
                     let fs = mt::FORM_STATS;
                     set.push(format!("{fs}.#f{i} = if_not_exists({fs}.#f{i}, :zero) + :f{i}"));
                     u = u
                         .expression_attribute_names(format!("#f{i}"), form)
-                        .expression_attribute_values(format!(":f{i}"), n(*count));
+                        .expression_attribute_values(format!(":f{i}"), n(fd.submissions));
                 }
             }
             FormStats::Missing => {
                 cond.push(format!("attribute_not_exists({})", mt::FORM_STATS));
-                let m = delta.forms.iter().map(|(f, c)| (f.clone(), n(*c))).collect();
+                let m = delta.forms.iter().map(|(f, fd)| (f.clone(), n(fd.submissions))).collect();
                 set.push(format!("{} = :fs", mt::FORM_STATS));
                 u = u.expression_attribute_values(":fs", AttributeValue::M(m));
+            }
+        }
+        // Each form's bytes and write units: top-level counters, which ADD creates.
+        for (i, (form, fd)) in delta.forms.iter().enumerate() {
+            for (field, v) in
+                [(mt::RAW_BYTES, fd.raw_bytes), (mt::STORED_BYTES, fd.stored_bytes), (mt::WRITE_UNITS, fd.write_units)]
+            {
+                add.push(format!("#g{i}{field} :g{i}{field}"));
+                u = u
+                    .expression_attribute_names(format!("#g{i}{field}"), mt::form(form, field))
+                    .expression_attribute_values(format!(":g{i}{field}"), n(v));
             }
         }
         for (i, (dest, d)) in delta.deliveries.iter().enumerate() {

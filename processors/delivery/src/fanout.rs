@@ -8,13 +8,15 @@
 //! A re-read batch (crash, lease hand-over) queues the first attempts again; the worker drops
 //! each as a duplicate when its record exists.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use formbridge_shared::keys::Entity;
 use formbridge_shared::queue::Outgoing;
 use formbridge_shared::stream::{BatchProcessor, Change, ChangeKind, Committer, ProcessError};
+use formbridge_shared::TenantId;
 
-use crate::engine::{Engine, EngineError};
+use crate::engine::{received_ms, Engine, EngineError};
 
 #[derive(Debug)]
 pub struct FanOut {
@@ -63,6 +65,16 @@ impl BatchProcessor for FanOut {
 
 impl FanOut {
     async fn fan_out(&self, records: &[Change], recheck: bool) -> Result<(), ProcessError> {
+        // Destination lists current for every submission in the batch, in one batched read.
+        let mut wanted: HashMap<TenantId, u64> = HashMap::new();
+        for c in records {
+            if let (Entity::Submission { tenant, .. }, ChangeKind::Insert, Some(new)) = (&c.entity, c.kind, &c.new) {
+                let received = received_ms(new).unwrap_or(u64::MAX);
+                let e = wanted.entry(tenant.clone()).or_default();
+                *e = (*e).max(received);
+            }
+        }
+        self.engine.refresh_destinations(&wanted).await.map_err(failed)?;
         let mut messages = Vec::new();
         for c in records {
             let (Entity::Submission { tenant, shard, id }, ChangeKind::Insert, Some(new)) = (&c.entity, c.kind, &c.new)

@@ -10,7 +10,7 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(2);
     }
     telemetry::init();
-    telemetry::serve_metrics(config.metrics_addr, "DELIVERY_METRICS_ADDR").map_err(anyhow::Error::msg)?;
+    telemetry::serve_metrics(config.metrics_addr, "DELIVERY_METRICS_ADDR", "delivery").map_err(anyhow::Error::msg)?;
     let aws = AwsClients::from_env().await;
     run(config, aws, shutdown::on_signal()).await?;
     Ok(())

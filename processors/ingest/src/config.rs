@@ -46,8 +46,9 @@ pub struct Config {
     #[arg(long, env = "INGEST_TENANT_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub tenant_burst: u32,
 
-    /// How long a send waits for others to share its SendMessageBatch, in milliseconds (0 = no wait).
-    #[arg(long, env = "INGEST_BATCH_LINGER_MS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    /// How long a send waits for others to share its SendMessageBatch, in milliseconds (0 = no
+    /// wait). A full batch (10) goes at once, so this delays answers only when traffic is light.
+    #[arg(long, env = "INGEST_BATCH_LINGER_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub batch_linger_ms: u64,
 
     /// How often aggregated authentication failures are written to the audit log, seconds.

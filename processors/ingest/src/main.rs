@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
+    telemetry::process_metrics("ingest");
     let aws = AwsClients::from_env().await;
     run(config, aws, Some(handle), shutdown::on_signal()).await?;
     Ok(())

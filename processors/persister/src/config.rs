@@ -15,8 +15,14 @@ pub struct Config {
     pub resources: ResourceNames,
 
     /// Concurrent long-polling receivers (each takes up to 10 messages per receive).
-    #[arg(long, env = "PERSISTER_POLLERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, env = "PERSISTER_POLLERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub pollers: u16,
+
+    /// After a receive that did not fill its batch (10), a poller waits this long (ms) before
+    /// the next, so that at low rates one receive carries several messages; another poller's
+    /// long poll picks up what arrives meanwhile. 0 turns it off.
+    #[arg(long, env = "PERSISTER_RECEIVE_LINGER_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=5_000))]
+    pub receive_linger_ms: u64,
 
     /// Concurrent BatchWriteItem calls (each up to 25 items).
     #[arg(long, env = "PERSISTER_WRITERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=32))]
@@ -48,6 +54,10 @@ impl Config {
     /// Checks what clap cannot: resource names.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.resources.validate()
+    }
+
+    pub fn receive_linger(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.receive_linger_ms)
     }
 
     /// Settings for tests and embedding: defaults with the given resource names.

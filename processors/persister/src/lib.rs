@@ -106,7 +106,16 @@ pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -
 
     let (tx, rx) = futures::channel::mpsc::channel::<Received>(usize::from(config.pollers) * 10);
     let pollers: Vec<_> = (0..config.pollers)
-        .map(|i| tokio::spawn(poll(ctx.clone(), tx.clone(), shutdown.clone(), config.wait_seconds, i)))
+        .map(|i| {
+            tokio::spawn(poll(
+                ctx.clone(),
+                tx.clone(),
+                shutdown.clone(),
+                config.wait_seconds,
+                config.receive_linger(),
+                i,
+            ))
+        })
         .collect();
     drop(tx);
 
@@ -130,6 +139,7 @@ async fn poll(
     mut tx: futures::channel::mpsc::Sender<Received>,
     shutdown: CancellationToken,
     wait_seconds: u8,
+    linger: Duration,
     poller: u16,
 ) {
     // Receive failures (the queue unreachable, throttling) back off with jitter, from 200 ms up
@@ -150,10 +160,19 @@ async fn poll(
         match out {
             Ok(messages) => {
                 backoff = fresh();
+                // A receive that did not fill its batch: let messages gather before the next one,
+                // so that at low rates one receive (and one write, one delete) carries several.
+                let partial = messages.len() < 10;
                 for m in messages {
                     ctx.counters.received.fetch_add(1, Ordering::Relaxed);
                     if tx.send(m).await.is_err() {
                         return;
+                    }
+                }
+                if partial && !linger.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(linger) => {}
+                        _ = shutdown.cancelled() => {}
                     }
                 }
             }

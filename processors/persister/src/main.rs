@@ -10,7 +10,7 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(2);
     }
     telemetry::init();
-    telemetry::serve_metrics(config.metrics_addr, "PERSISTER_METRICS_ADDR").map_err(anyhow::Error::msg)?;
+    telemetry::serve_metrics(config.metrics_addr, "PERSISTER_METRICS_ADDR", "persister").map_err(anyhow::Error::msg)?;
     let aws = AwsClients::from_env().await;
     let summary = run(config, aws, shutdown::on_signal()).await?;
     tracing::info!(?summary, "exiting");

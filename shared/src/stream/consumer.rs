@@ -151,8 +151,13 @@ pub async fn run<S, P>(
     P: BatchProcessor,
 {
     let shared = Arc::new(Shared { stream, leases, processor, config, alarms });
-    let mut worker =
-        Worker { shared: shared.clone(), held: HashMap::new(), seen: HashMap::new(), listed: HashSet::new() };
+    let mut worker = Worker {
+        shared: shared.clone(),
+        held: HashMap::new(),
+        seen: HashMap::new(),
+        listed: HashSet::new(),
+        ensured: HashSet::new(),
+    };
     let c = &shared.config;
     let (mut discover, mut renew, mut take) = (
         tokio::time::interval(c.discover_every),
@@ -183,6 +188,9 @@ struct Worker<S, P> {
     seen: HashMap<String, (u64, Instant)>,
     /// Shards in the latest listing.
     listed: HashSet<String>,
+    /// Shards whose lease this worker has made sure exists (a conditional put each would be a
+    /// billed write at every discovery).
+    ensured: HashSet<String>,
 }
 
 impl<S: StreamShards + Clone, P: BatchProcessor> Worker<S, P> {
@@ -197,10 +205,19 @@ impl<S: StreamShards + Clone, P: BatchProcessor> Worker<S, P> {
         };
         self.listed = shards.iter().map(|s| s.id.clone()).collect();
         for s in shards {
-            if let Err(e) = self.shared.leases.ensure(&s.id, s.parent.as_deref()).await {
-                tracing::warn!(shard = %s.id, error = %e, "could not create lease");
+            if self.ensured.contains(&s.id) {
+                continue;
+            }
+            match self.shared.leases.ensure(&s.id, s.parent.as_deref()).await {
+                Ok(_) => {
+                    self.ensured.insert(s.id.clone());
+                }
+                Err(e) => tracing::warn!(shard = %s.id, error = %e, "could not create lease"),
             }
         }
+        // Forget shards no longer listed (trimmed away), so the set stays small.
+        let listed = &self.listed;
+        self.ensured.retain(|s| listed.contains(s));
     }
 
     async fn renew(&mut self) {
@@ -232,6 +249,8 @@ impl<S: StreamShards + Clone, P: BatchProcessor> Worker<S, P> {
             Ok(l) => l,
             Err(e) => return tracing::warn!(error = %e, "could not list leases"),
         };
+        // A lease deleted by an operator is made again at the next discovery.
+        self.ensured.retain(|s| leases.iter().any(|l| &l.shard == s));
         let now = Instant::now();
         for l in &leases {
             let e = self.seen.entry(l.shard.clone()).or_insert((l.counter, now));

@@ -163,6 +163,16 @@ async fn totals_are_exact_through_kills_and_replays() {
             .sum();
         assert_eq!(got, *want, "hourly count of form {form}");
     }
+    // Each form's bytes live in the tenant's items, and add up to the stored truth.
+    let mut form_bytes = (0u64, 0u64);
+    for form in per_form.keys() {
+        for b in store.metrics(&tenant, Some(&FormId::parse(form).unwrap()), Granularity::Day, from, to).await.unwrap()
+        {
+            assert!(b.write_units >= b.submission_count, "{form}: {b:?}");
+            form_bytes = (form_bytes.0 + b.raw_bytes, form_bytes.1 + b.stored_bytes);
+        }
+    }
+    assert_eq!(form_bytes, (raw, kept), "per-form bytes sum to the tenant's");
     let days = store.metrics(&tenant, None, Granularity::Day, from, to).await.unwrap();
     assert_eq!(days.len(), 2, "the submissions span two UTC days");
     let form_stats: BTreeMap<String, u64> =

@@ -146,6 +146,36 @@ async fn a_dead_lettered_message_fails_its_delivery_with_a_reason_and_an_event()
     assert_eq!(formbridge_delivery::settle_dead_letters(&stack.config(), &stack.aws).await.unwrap(), 0);
 }
 
+/// The other side of edge 7: a destination deleted before a submission was received never
+/// gets it, though the worker's cached list still names it (the tenant's destination-set
+/// version moved with the delete, so the cached list is read again).
+#[tokio::test]
+async fn a_destination_deleted_a_moment_ago_gets_nothing_more() {
+    let stack = Stack::new("gonedest").await;
+    let keep = Receiver::start(None, always(200)).await;
+    let gone = Receiver::start(None, always(200)).await;
+    stack.destination(&keep.url, fast_policy(&[1]), 5_000).await;
+    let (doomed, _) = stack.destination(&gone.url, fast_policy(&[1]), 5_000).await;
+    let mut config = stack.config();
+    config.destination_cache_ms = 600_000;
+    let (stop, worker) = stack.start(config);
+    let warm = stack.submit(1).await;
+    stack.wait_for(&warm, LIMIT, all_are(Status::Succeeded)).await;
+    assert_eq!(gone.received().len(), 1);
+    stack.store.delete_destination(stack.tenant(), &doomed.id, time::OffsetDateTime::now_utc()).await.unwrap();
+    let ids = stack.submit(2).await;
+    let started = Instant::now();
+    while keep.received().len() < 3 {
+        assert!(started.elapsed() < LIMIT, "the remaining destination never got the submissions");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got: Vec<String> = keep.received().iter().map(|r| r.submission_id.clone()).collect();
+    assert!(ids.iter().all(|id| got.contains(&id.to_string())), "{got:?}");
+    assert_eq!(gone.received().len(), 1, "the deleted destination got a submission received after its delete");
+    stop.cancel();
+    worker.await.unwrap();
+}
+
 /// Edge 7: a destination created before a submission was received gets it, whatever the
 /// worker's destination cache holds.
 #[tokio::test]

@@ -67,6 +67,7 @@ impl Stack {
         c.stream.discover_ms = 300;
         c.stream.idle_min_ms = 50;
         c.stream.idle_max_ms = 200;
+        c.fanout_linger_ms = 50;
         c
     }
 
