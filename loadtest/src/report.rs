@@ -82,6 +82,10 @@ pub struct PerSubmission {
     /// Every AWS request the pipeline sent, whatever it bills.
     pub requests: f64,
     pub write_units: f64,
+    /// Of `write_units`, the submission items' own (by their stored sizes): what the codec and
+    /// the item layout decide; the rest is the pipeline's (delivery records, metrics,
+    /// checkpoints, leases).
+    pub submission_write_units: f64,
     pub read_units: f64,
     pub stream_reads: f64,
     pub sqs_requests: f64,
@@ -335,6 +339,7 @@ impl From<&Observations> for Report {
         let per_submission = PerSubmission {
             requests: per(o.metered.values().sum::<u64>() as f64),
             write_units: per(usage.write_units as f64),
+            submission_write_units: per(s.stored_sizes.iter().map(|b| cost::write_units(*b)).sum::<u64>() as f64),
             read_units: per(o.billed.get("read_units_tenths").copied().unwrap_or(0) as f64 / 10.0),
             stream_reads: per(usage.stream_reads as f64),
             sqs_requests: per(usage.sqs_requests as f64),
@@ -488,8 +493,8 @@ impl Report {
             &mut t,
             "per submission (metered)",
             format!(
-                "{:.3} requests; {:.3} write units, {:.3} read units, {:.3} SQS requests, {:.3} stream reads, {:.3} events",
-                ps.requests, ps.write_units, ps.read_units, ps.sqs_requests, ps.stream_reads, ps.events
+                "{:.3} requests; {:.3} write units ({:.3} the submission item's), {:.3} read units, {:.3} SQS requests, {:.3} stream reads, {:.3} events",
+                ps.requests, ps.write_units, ps.submission_write_units, ps.read_units, ps.sqs_requests, ps.stream_reads, ps.events
             ),
         );
         line(
@@ -631,6 +636,7 @@ mod tests {
         // Metered per persisted submission (3): 3 requests over 3 is 1; 6 write units over 3 is 2.
         let ps = r.per_submission;
         assert_eq!((ps.requests, ps.write_units, ps.read_units, ps.sqs_requests), (1.0, 2.0, 0.5, 1.0));
+        assert_eq!(ps.submission_write_units, 1.0, "three 900-byte items");
         // 0.3 CPU seconds over 3 submissions: 100,000 ms per 1,000.
         assert!((r.cpu_ms_per_1000["persister"] - 100_000.0).abs() < 1e-6);
         // $: 6 WCU x 0.625 + 2 RCU (15 tenths, rounded up) x 0.125 + 3 SQS x 0.40, per million, over 3.

@@ -7,6 +7,10 @@ use formbridge_loadtest::run::RunArgs;
 use formbridge_shared::secrets::Keyring;
 use tokio_util::sync::CancellationToken;
 
+/// Enough submissions that what the pipeline pays per second (lease renewals, checkpoints,
+/// metric writes per tenant and bucket) is spread as it is in a sustained run.
+const N: usize = 900;
+
 #[tokio::test]
 async fn a_short_run_loses_nothing_and_delivers_everything() {
     let (aws, names, _) = formbridge_shared::testing::fresh_stack().await;
@@ -21,15 +25,13 @@ async fn a_short_run_loses_nothing_and_delivers_everything() {
         })
     };
     let aggregator = {
-        let mut c = formbridge_aggregator::Config::for_resources(names.clone());
-        c.stream.take_ms = 300;
+        let c = formbridge_aggregator::Config::for_resources(names.clone());
         let (aws, stop) = (aws.clone(), stop.clone());
         tokio::spawn(async move { formbridge_aggregator::run(c, aws, stop).await.unwrap() })
     };
     let delivery = {
         let mut c = formbridge_delivery::Config::for_resources(names.clone(), &keys);
         c.allow_loopback = true;
-        c.stream.take_ms = 300;
         let (aws, stop) = (aws.clone(), stop.clone());
         tokio::spawn(async move { formbridge_delivery::run(c, aws, stop).await.unwrap() })
     };
@@ -38,8 +40,11 @@ async fn a_short_run_loses_nothing_and_delivers_everything() {
     let dir = std::env::temp_dir().join(format!("fb-lt-{}", ulid::Ulid::new()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut args = RunArgs::small(format!("127.0.0.1:{port}").parse().unwrap(), dir.join("report.json"));
-    args.rate = RateSpec::Fixed(100.0);
-    args.count = 300;
+    // Closed loop at the pipeline's own sustained maximum (never more than 150 waiting), where the
+    // goals on counts per submission apply.
+    args.rate = RateSpec::Max;
+    args.max_backlog = 150;
+    args.count = N;
     args.duration_s = 120;
     args.tenants = 8;
     args.settle_s = 120;
@@ -53,10 +58,10 @@ async fn a_short_run_loses_nothing_and_delivers_everything() {
     delivery.await.unwrap();
 
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&args.report).unwrap()).unwrap();
-    assert_eq!(v["sent"], 300);
-    assert_eq!(v["accepted"], 300);
-    assert_eq!(v["persisted"], 300, "{v:#}");
-    assert_eq!(v["delivered"], 300, "{v:#}");
+    assert_eq!(v["sent"], N);
+    assert_eq!(v["accepted"], N);
+    assert_eq!(v["persisted"], N, "{v:#}");
+    assert_eq!(v["delivered"], N, "{v:#}");
     assert_eq!(v["losses"]["accepted_not_persisted"], 0);
     assert_eq!(v["losses"]["persisted_not_delivered"], 0);
     assert_eq!(v["unverified_deliveries"], 0);
@@ -79,7 +84,7 @@ async fn a_short_run_loses_nothing_and_delivers_everything() {
     // A duplicate message (at least once) costs its refused conditional write: at most one more
     // unit per duplicate the receiver saw.
     let dups = v["duplicates"].as_f64().unwrap();
-    assert!(unit("write_units") > 0.0 && unit("write_units") <= 1.0 + dups / 300.0, "{per:#}");
+    assert!(unit("write_units") > 0.0 && unit("write_units") <= 1.0 + dups / N as f64, "{per:#}");
     assert!(unit("read_units") > 0.0 && unit("read_units") <= 0.5, "{per:#}");
     assert!(unit("sqs_requests") > 0.0 && unit("sqs_requests") <= 0.35, "{per:#}");
     assert!(unit("read_units") <= 0.5 && unit("sqs_requests") <= 0.35);
@@ -93,6 +98,19 @@ async fn a_short_run_loses_nothing_and_delivers_everything() {
     assert!((f("requests") - requests).abs() < 1e-9, "{ps:#}");
     // At least a submission item and a delivery record each.
     assert!(f("write_units") >= 2.0, "{ps:#}");
+    // Against the goals (at the pipeline's sustained maximum, which this closed loop is): AWS
+    // requests per submission at most 2.0, and write units at most 2.1, that is one for the
+    // submission item, one for its delivery record, the metrics and checkpoints amortised.
+    // What the pipeline's batching decides is asserted with 10% of room, because lingers and
+    // batch sizes move with timing (runs here measure 1.90-1.98 requests): a change that
+    // unbatches a stage fails it. The submission item's own units are the codec's and the item
+    // layout's (the storage issue): today about 1.9 on this generated text, so the write-unit
+    // goal is reported, not asserted, and only the pipeline's share is.
+    let requests_goal = formbridge_loadtest::report::goals::REQUESTS_PER_SUBMISSION;
+    assert!(f("requests") <= requests_goal * 1.1, "{} requests per submission: {metered:#}", f("requests"));
+    let pipeline_units = f("write_units") - f("submission_write_units");
+    let pipeline_goal = formbridge_loadtest::report::goals::WRITE_UNITS_PER_SUBMISSION - 1.0;
+    assert!(pipeline_units <= pipeline_goal * 1.1, "{pipeline_units} write units beyond the submission item: {ps:#}");
     assert!(f("stream_reads") > 0.0 && f("sqs_requests") > 0.0, "{ps:#}");
     // The dollars are the metered units at the price table, nothing else.
     let (u, p) = (&v["cost"]["usage"], &v["cost"]["prices"]);
@@ -103,7 +121,7 @@ async fn a_short_run_loses_nothing_and_delivers_everything() {
         + g(u, "sqs_requests") * g(p, "per_million_sqs_requests")
         + g(u, "events") * g(p, "per_million_events");
     let per_million = v["cost"]["dollars_per_million"].as_f64().unwrap();
-    assert!((per_million - dollars / 300.0).abs() < 1e-9, "{per_million} vs {}", dollars / 300.0);
+    assert!((per_million - dollars / N as f64).abs() < 1e-9, "{per_million} vs {}", dollars / N as f64);
     // CPU was read from /proc for the process the stages ran in.
     assert!(v["cpu_ms_per_1000"].as_object().unwrap().values().all(|x| x.as_f64().unwrap() > 0.0), "{v:#}");
     // The ceiling was measured on the same engine, and every goal has a verdict.

@@ -28,12 +28,12 @@ pub struct Config {
     pub pollers: u32,
     /// After a receive that did not fill its batch, a poller waits this long (ms) before the
     /// next, so that at low rates one request fetches several messages. 0 turns it off.
-    #[arg(long, env = "DELIVERY_RECEIVE_LINGER_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(0..=5_000))]
+    #[arg(long, env = "DELIVERY_RECEIVE_LINGER_MS", default_value_t = 400, value_parser = clap::value_parser!(u64).range(0..=5_000))]
     pub receive_linger_ms: u64,
     /// After a stream read that did not fill its batch, the fan-out waits this long (ms) before
     /// reading again, so one read, one checkpoint and one SendMessageBatch carry several
     /// submissions: fewer requests per submission, first attempts up to this much later.
-    #[arg(long, env = "DELIVERY_FANOUT_LINGER_MS", default_value_t = 400, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    #[arg(long, env = "DELIVERY_FANOUT_LINGER_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub fanout_linger_ms: u64,
     /// Attempts in flight at once in this process, over all destinations.
     #[arg(long, env = "DELIVERY_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]

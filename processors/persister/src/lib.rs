@@ -80,6 +80,9 @@ impl Counters {
 
 struct Ctx {
     queue: Queue,
+    /// Deletes from the ingest queue, gathered across concurrent batches into full
+    /// DeleteMessageBatch calls (up to 10 each).
+    acker: formbridge_shared::queue::Acker,
     dlq: Queue,
     table: DynamoBatchWrite,
     codec: PayloadCodec,
@@ -87,11 +90,17 @@ struct Ctx {
     counters: Arc<Counters>,
 }
 
+/// How long a delete waits for company from other batches before its DeleteMessageBatch goes.
+const DELETE_LINGER: Duration = Duration::from_millis(50);
+
 /// Runs until `shutdown` is cancelled, then finishes every message already received and returns.
 pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -> Result<RunSummary, PersistError> {
     let counters = Arc::new(Counters::default());
+    let queue = Queue::open(aws.sqs.clone(), &config.resources.ingest_queue, COMPONENT).await?;
+    let acker = queue.acker(DELETE_LINGER);
     let ctx = Arc::new(Ctx {
-        queue: Queue::open(aws.sqs.clone(), &config.resources.ingest_queue, COMPONENT).await?,
+        queue,
+        acker: acker.clone(),
         dlq: Queue::open(aws.sqs.clone(), &config.resources.ingest_dlq, COMPONENT).await?,
         table: DynamoBatchWrite { client: aws.dynamodb.clone(), table: config.resources.table.clone() },
         codec: PayloadCodec {
@@ -129,6 +138,8 @@ pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -
     for p in pollers {
         let _ = p.await;
     }
+    drop(ctx);
+    acker.close().await;
     let summary = counters.summary();
     tracing::info!(?summary, "persister stopped");
     Ok(summary)
@@ -280,7 +291,7 @@ async fn dead_letter(ctx: &Ctx, rejected: Vec<(Received, formbridge_shared::subm
 }
 
 async fn delete(ctx: &Ctx, handles: Vec<String>) {
-    for r in ctx.queue.delete(&handles).await {
+    for r in futures::future::join_all(handles.into_iter().map(|h| ctx.acker.ack_now(h))).await {
         match r {
             Ok(()) => {
                 ctx.counters.deleted.fetch_add(1, Ordering::Relaxed);
