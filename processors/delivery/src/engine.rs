@@ -97,7 +97,6 @@ impl EngineSettings {
     }
 }
 
-/// A tenant's destinations as read at `fetched_ms`.
 /// A stored submission's receive time, in ms since the epoch.
 pub fn received_ms(item: &Item) -> Option<u64> {
     let at = formbridge_shared::attrs::Attrs(item).s(formbridge_shared::attrs::submission::RECEIVED_AT).ok()?;
@@ -105,6 +104,7 @@ pub fn received_ms(item: &Item) -> Option<u64> {
     u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// A tenant's destinations as read at `fetched_ms`.
 #[derive(Debug)]
 pub struct DestinationList {
     /// The list is at least as new as this moment (a strongly consistent read began after it).
@@ -286,6 +286,10 @@ impl Engine {
         let fetched_ms = now_ms();
         let versions =
             self.store.destination_set_versions(&stale).await.map_err(|e| EngineError::Destinations(e.to_string()))?;
+        // One strongly consistent read of a small item per tenant, in the delivery's budget.
+        for _ in &stale {
+            usage::read(COMPONENT, 0, true);
+        }
         for tenant in stale {
             let version = versions.get(&tenant).copied().unwrap_or(0);
             let list = match self.destinations.get(&tenant).await {
