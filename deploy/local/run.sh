@@ -100,12 +100,13 @@ done
 "$BIN/formbridge-admin" demo enqueue --tenant demo --count 15 >/dev/null
 
 # A short, gentle load through the real path (signed POSTs to ingest): 3 generated tenants with
-# Zipf-skewed volume, 150 submissions at 5/s, each delivered to the load run's own verifying
+# Zipf-skewed volume, 150 submissions at 5/s of real, human-written text (the committed held-out
+# sample of loadtest/corpus/, never trained on), each delivered to the load run's own verifying
 # receiver; then the engine's ceiling (1 s) and the report. It runs in the background.
 rm -f "$STATE/loadtest-report.json"
 "$BIN/formbridge-loadtest" run --target http --ingest-url "http://127.0.0.1:$INGEST_PORT" \
   --rate 5 --count 150 --duration-s 60 --tenants 3 --receiver "127.0.0.1:$LOAD_RECEIVER_PORT" \
-  --ceiling-s 1 --quiet --report "$STATE/loadtest-report.json" \
+  --ceiling-s 1 --quiet --report "$STATE/loadtest-report.json" --corpus "$ROOT/loadtest/corpus/sample/heldout.jsonl" \
   --metrics-url "http://127.0.0.1:$INGEST_PORT/metrics" --metrics-url "http://127.0.0.1:$PERSISTER_METRICS/metrics" \
   --metrics-url "http://127.0.0.1:$AGGREGATOR_METRICS/metrics" --metrics-url "http://127.0.0.1:$DELIVERY_METRICS/metrics" \
   >"$STATE/loadtest.log" 2>&1 &

@@ -2,11 +2,9 @@
 //! of submissions turns into (coalescing: one UpdateItem per bucket per batch, never one per
 //! submission).
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue as Av;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use formbridge_aggregator::fold::{chunks, fold};
 use formbridge_shared::keys::{self, Entity};
@@ -19,17 +17,17 @@ fn records(n: usize, tenants: usize, forms: usize) -> Vec<Change> {
         .map(|i| {
             let t = TenantId::parse(&format!("tenant-{}", i % tenants)).expect("valid");
             let k = keys::submission(&t, (i % 4) as u16, &SubmissionId::new());
-            let new = HashMap::from([
-                ("PK".to_owned(), Av::S(k.pk.clone())),
-                ("SK".to_owned(), Av::S(k.sk.clone())),
-                ("site".to_owned(), Av::S("www.example.com".into())),
-                ("form_id".to_owned(), Av::S(format!("form-{}", i % forms))),
-                ("received_at".to_owned(), Av::S(format!("2026-11-25T08:{:02}:00Z", i % 60))),
-                ("ttl".to_owned(), Av::N("1827129600".into())),
-                ("raw_size".to_owned(), Av::N("2058".into())),
-                ("codec".to_owned(), Av::S("br.d1".into())),
-                ("payload".to_owned(), Av::B(aws_sdk_dynamodb::primitives::Blob::new(vec![7u8; 650]))),
-            ]);
+            let form = format!("form-{}", i % forms);
+            let new = formbridge_shared::submission::SubmissionFields {
+                site: "www.example.com",
+                form: &form,
+                received_ms: 1_795_593_600_000 + (i % 60) as u64 * 60_000,
+                raw_size: 2058,
+                codec: formbridge_shared::codec::Codec::BrotliDictV1,
+                payload: &[7u8; 650],
+                expires_at: 1_827_129_600,
+            }
+            .to_item(k.clone());
             Change {
                 seq: format!("{:021}", i + 1),
                 kind: ChangeKind::Insert,

@@ -144,6 +144,8 @@ pub struct Traffic {
     tenant_zipf: Zipf<f64>,
     prose: Prose,
     rng: rand::rngs::StdRng,
+    /// Real payloads to send instead of generated prose (`--corpus`), drawn at random.
+    corpus: Vec<Value>,
 }
 
 /// One generated submission, before it is signed or enqueued.
@@ -174,7 +176,15 @@ impl Traffic {
             tenant_zipf: Zipf::new(tenants.max(1) as f64, skew).expect("valid Zipf parameters"),
             prose: Prose::default(),
             rng,
+            corpus: Vec::new(),
         }
+    }
+
+    /// Sends these payloads (e.g. the held-out real-text corpus, `loadtest/corpus/`) instead of
+    /// generated ones, each with a fresh `submitted_at`. Tenants, sites and forms are as before.
+    pub fn with_corpus(mut self, payloads: Vec<Value>) -> Traffic {
+        self.corpus = payloads.into_iter().filter(Value::is_object).collect();
+        self
     }
 
     pub fn next(&mut self, submitted_at: &str) -> Generated {
@@ -183,8 +193,14 @@ impl Traffic {
         let site = plan.sites.choose(&mut self.rng).expect("sites").clone();
         let weights: Vec<(FormKind, u32)> = MIX.iter().filter(|(k, _)| plan.forms.contains(k)).copied().collect();
         let form = weights.choose_weighted(&mut self.rng, |(_, w)| *w).expect("forms").0;
-        let target = form.target_bytes(&mut self.rng);
-        let payload = self.payload(form, target, submitted_at);
+        let payload = if self.corpus.is_empty() {
+            let target = form.target_bytes(&mut self.rng);
+            self.payload(form, target, submitted_at)
+        } else {
+            let mut p = self.corpus.choose(&mut self.rng).expect("non-empty").clone();
+            p["submitted_at"] = Value::String(submitted_at.to_owned());
+            p
+        };
         Generated { tenant: t, site, form, payload }
     }
 

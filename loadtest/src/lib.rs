@@ -3,6 +3,7 @@
 
 pub mod ceiling;
 pub mod cost;
+pub mod dictionary;
 pub mod gen;
 pub mod queue_io;
 pub mod rate;

@@ -51,11 +51,156 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         max_backlog: u64,
     },
+    /// Train a shared compression dictionary from a corpus of payloads, or sweep dictionary size
+    /// and brotli quality over held-out payloads (the corpus: loadtest/corpus/).
+    Dictionary {
+        #[command(subcommand)]
+        command: DictionaryCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DictionaryCommand {
+    /// Train with COVER and write the dictionary's bytes.
+    Train {
+        /// JSON Lines of payload objects (e.g. target/corpus/train.jsonl).
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Dictionary size in bytes.
+        #[arg(long, default_value_t = 32 * 1024)]
+        size: usize,
+        /// COVER segment length.
+        #[arg(long, default_value_t = 512)]
+        k: usize,
+        /// COVER d-mer length (4 to 8).
+        #[arg(long, default_value_t = 8)]
+        d: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Space saved by band and time per payload, for dictionaries of several sizes trained on
+    /// --train, at several brotli qualities, measured on each --heldout file; plain brotli and
+    /// dictionary v1 beside them on the same bytes.
+    Sweep {
+        #[arg(long)]
+        train: PathBuf,
+        /// Held-out JSON Lines files, never used for training (repeatable).
+        #[arg(long, required = true)]
+        heldout: Vec<PathBuf>,
+        /// Dictionary sizes in bytes (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "8192,16384,32768,65536,131072")]
+        sizes: Vec<usize>,
+        /// Brotli qualities (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "4,5,6,7,9,11")]
+        qualities: Vec<u32>,
+        #[arg(long, default_value_t = 512)]
+        k: usize,
+        #[arg(long, default_value_t = 8)]
+        d: usize,
+        /// Also write each trained dictionary into this folder.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
+}
+
+fn bad_setting(name: &str, value: impl std::fmt::Display, why: &str) -> ! {
+    eprintln!("formbridge-loadtest: invalid setting {name} = {value}: {why}");
+    std::process::exit(2);
+}
+
+fn check_cover(size: usize, k: usize, d: usize) -> formbridge_loadtest::dictionary::CoverParams {
+    if !(4..=8).contains(&d) {
+        bad_setting("--d", d, "must be 4 to 8");
+    }
+    if k < d || k > size {
+        bad_setting("--k", k, "must be at least --d and at most the dictionary size");
+    }
+    formbridge_loadtest::dictionary::CoverParams { size, k, d }
+}
+
+fn read_corpus(path: &std::path::Path, flag: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    let p =
+        formbridge_loadtest::dictionary::read_payloads(path).with_context(|| format!("{flag} {}", path.display()))?;
+    if p.is_empty() {
+        bad_setting(flag, path.display(), "holds no payloads");
+    }
+    Ok(p)
+}
+
+fn dictionary(command: DictionaryCommand) -> anyhow::Result<()> {
+    use formbridge_loadtest::dictionary::{by_band, train_cover};
+    use formbridge_shared::codec::{brotli_compress, brotli_compress_with_dictionary, DICTIONARY_V1};
+    match command {
+        DictionaryCommand::Train { corpus, size, k, d, out } => {
+            let params = check_cover(size, k, d);
+            let samples = read_corpus(&corpus, "--corpus")?;
+            let dict = train_cover(&samples, params);
+            std::fs::write(&out, &dict).with_context(|| format!("--out {}", out.display()))?;
+            println!("{}", serde_json::json!({ "samples": samples.len(), "bytes": dict.len(), "out": out }));
+        }
+        DictionaryCommand::Sweep { train, heldout, sizes, qualities, k, d, keep } => {
+            for q in &qualities {
+                if *q > 11 {
+                    bad_setting("--qualities", q, "brotli qualities are 0 to 11");
+                }
+            }
+            let samples = read_corpus(&train, "--train")?;
+            let sets: Vec<(PathBuf, Vec<Vec<u8>>)> = heldout
+                .iter()
+                .map(|p| read_corpus(p, "--heldout").map(|s| (p.clone(), s)))
+                .collect::<Result<_, _>>()?;
+            let mut dicts: Vec<(String, Vec<u8>)> =
+                vec![("none".into(), Vec::new()), ("v1".into(), DICTIONARY_V1.to_vec())];
+            for size in &sizes {
+                let t = std::time::Instant::now();
+                let dict = train_cover(&samples, check_cover(*size, k.min(*size), d));
+                eprintln!(
+                    "trained {size} B (k {k}, d {d}) on {} samples in {:.1} s",
+                    samples.len(),
+                    t.elapsed().as_secs_f64()
+                );
+                if let Some(dir) = &keep {
+                    std::fs::create_dir_all(dir).with_context(|| format!("--keep {}", dir.display()))?;
+                    std::fs::write(dir.join(format!("cover-{size}.bin")), &dict)?;
+                }
+                dicts.push((format!("{}K", size / 1024), dict));
+            }
+            println!(
+                "| set | dictionary | quality | < 1 KiB | 1-2 KiB | 2-4 KiB | 4-16 KiB | 1-4 KiB | µs per payload |"
+            );
+            println!("|---|---|---|---|---|---|---|---|---|");
+            for (path, set) in &sets {
+                let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                for (label, dict) in &dicts {
+                    for q in &qualities {
+                        // The window must reach back over the dictionary and the whole payload.
+                        let need = dict.len() + set.iter().map(Vec::len).max().unwrap_or(0);
+                        let lgwin = (need.next_power_of_two().trailing_zeros()).clamp(18, 24);
+                        let t = std::time::Instant::now();
+                        let bands = by_band(set, |raw| {
+                            if dict.is_empty() {
+                                brotli_compress(raw, *q, lgwin).len()
+                            } else {
+                                brotli_compress_with_dictionary(raw, *q, lgwin, dict).len()
+                            }
+                        });
+                        let us = t.elapsed().as_secs_f64() * 1e6 / set.len() as f64;
+                        let cells: Vec<String> = bands.iter().map(|(_, f)| format!("{:.1}%", f.saved_pct())).collect();
+                        println!("| {name} | {label} | q{q} (w{lgwin}) | {} | {us:.0} |", cells.join(" | "));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Dictionary { command } = cli.command {
+        return dictionary(command);
+    }
     let aws = formbridge_shared::aws::AwsClients::from_env().await;
     match cli.command {
         Command::Run(args) => {
@@ -99,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
                 serde_json::json!({ "queue": queue, "replayed": messages.len(), "backlog_wait_ms": waited.as_millis() as u64 })
             );
         }
+        Command::Dictionary { .. } => unreachable!("handled before the AWS clients are built"),
     }
     Ok(())
 }

@@ -60,6 +60,9 @@ pub struct Report {
     pub duplicates: u64,
     pub unverified_deliveries: u64,
     pub storage: BTreeMap<String, f64>,
+    /// Storage by payload size band: what the codec and the item layout save, beside plain
+    /// brotli at the codec's quality and at q11 on the same payload bytes.
+    pub storage_by_band: Vec<StorageBand>,
     pub cost: CostReport,
     /// Metered, per persisted submission: AWS requests and billed units.
     pub per_submission: PerSubmission,
@@ -90,6 +93,79 @@ pub struct PerSubmission {
     pub stream_reads: f64,
     pub sqs_requests: f64,
     pub events: f64,
+}
+
+/// One payload size band of the stored submissions.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct StorageBand {
+    pub band: &'static str,
+    pub items: usize,
+    pub raw_bytes: u64,
+    /// The stored payload attribute's bytes (codec byte included).
+    pub payload_bytes: u64,
+    /// Whole items as DynamoDB bills them (names and values of every attribute, keys included).
+    pub item_bytes: u64,
+    pub write_units_per_item: f64,
+    pub payload_saved_pct: f64,
+    pub item_saved_pct: f64,
+    /// Plain brotli (no dictionary) on the same payloads: at the codec's quality, and at q11.
+    /// Computed after the run on at most `PLAIN_SAMPLE` payloads per band.
+    pub plain_brotli_saved_pct: f64,
+    pub plain_brotli_q11_saved_pct: f64,
+}
+
+/// Payloads per band kept for the plain-brotli comparison.
+pub const PLAIN_SAMPLE: usize = 400;
+
+/// One stored submission as the run's stream reader saw it.
+#[derive(Debug, Clone, Default)]
+pub struct StoredSample {
+    pub raw: u64,
+    pub payload: u64,
+    pub item: u64,
+    /// The decoded payload, for the plain-brotli comparison (kept for the first few per band).
+    pub raw_payload: Option<Vec<u8>>,
+}
+
+/// The bands of `formbridge_loadtest::dictionary::BANDS` over `samples`.
+pub fn storage_by_band(samples: &[StoredSample]) -> Vec<StorageBand> {
+    use formbridge_shared::codec::{brotli_compress, DEFAULT_LGWIN, DEFAULT_QUALITY};
+    crate::dictionary::BANDS
+        .iter()
+        .filter_map(|(band, lo, hi)| {
+            let inside: Vec<&StoredSample> =
+                samples.iter().filter(|x| (*lo as u64..*hi as u64).contains(&x.raw)).collect();
+            if inside.is_empty() {
+                return None;
+            }
+            let sum = |f: fn(&StoredSample) -> u64| inside.iter().map(|x| f(x)).sum::<u64>();
+            let (raw, payload, item) = (sum(|x| x.raw), sum(|x| x.payload), sum(|x| x.item));
+            let kept: Vec<&Vec<u8>> = inside.iter().filter_map(|x| x.raw_payload.as_ref()).take(PLAIN_SAMPLE).collect();
+            let kept_raw: usize = kept.iter().map(|r| r.len()).sum();
+            let saved = |q: u32| {
+                let c: usize = kept.iter().map(|r| brotli_compress(r, q, DEFAULT_LGWIN).len()).sum();
+                if kept_raw == 0 {
+                    0.0
+                } else {
+                    100.0 * (1.0 - c as f64 / kept_raw as f64)
+                }
+            };
+            let pct = |b: u64| if raw == 0 { 0.0 } else { 100.0 * (1.0 - b as f64 / raw as f64) };
+            Some(StorageBand {
+                band,
+                items: inside.len(),
+                raw_bytes: raw,
+                payload_bytes: payload,
+                item_bytes: item,
+                write_units_per_item: inside.iter().map(|x| cost::write_units(x.item)).sum::<u64>() as f64
+                    / inside.len() as f64,
+                payload_saved_pct: pct(payload),
+                item_saved_pct: pct(item),
+                plain_brotli_saved_pct: saved(DEFAULT_QUALITY),
+                plain_brotli_q11_saved_pct: saved(11),
+            })
+        })
+        .collect()
 }
 
 /// The goals every report is judged by (see loadtest/README.md for why these).
@@ -333,6 +409,7 @@ impl From<&Observations> for Report {
             "stored_pct_of_raw".into(),
             if s.raw_bytes > 0 { 100.0 * s.stored_bytes as f64 / s.raw_bytes as f64 } else { 0.0 },
         );
+        let storage_by_band = storage_by_band(&s.samples);
         let usage = metered_usage(&o.billed, &o.metered);
         let n = s.stored_sizes.len() as u64;
         let per = |v: f64| v / n.max(1) as f64;
@@ -434,6 +511,7 @@ impl From<&Observations> for Report {
             duplicates,
             unverified_deliveries: s.unverified,
             storage,
+            storage_by_band,
             per_submission,
             cpu_ms_per_1000,
             delivery_cost: DeliveryCost::from_usage(&o.usage, delivered.len()),
@@ -480,6 +558,16 @@ impl Report {
             line(&mut t, &format!("lost: {k}"), v.to_string());
         }
         line(&mut t, "duplicate deliveries (same id)", self.duplicates.to_string());
+        for b in &self.storage_by_band {
+            line(
+                &mut t,
+                &format!("stored, {} payloads", b.band),
+                format!(
+                    "{} items: payload {:.1}% saved, item {:.1}% saved, {:.2} write units/item; plain brotli {:.1}% (q11 {:.1}%)",
+                    b.items, b.payload_saved_pct, b.item_saved_pct, b.write_units_per_item, b.plain_brotli_saved_pct, b.plain_brotli_q11_saved_pct
+                ),
+            );
+        }
         line(
             &mut t,
             "stored / raw bytes",

@@ -94,6 +94,11 @@ pub struct RunArgs {
     pub report: std::path::PathBuf,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Send these payloads (JSON Lines of `{"fields", "meta", "submitted_at"}`) instead of
+    /// generated ones, e.g. the held-out real text: `loadtest/corpus/sample/heldout.jsonl`, or
+    /// `target/corpus/heldout.jsonl` after `python3 loadtest/corpus/build.py`.
+    #[arg(long)]
+    pub corpus: Option<std::path::PathBuf>,
 }
 
 impl RunArgs {
@@ -119,6 +124,7 @@ impl RunArgs {
             quiet: true,
             report,
             seed: 1,
+            corpus: None,
         }
     }
 
@@ -233,6 +239,15 @@ pub struct Seen {
     pub raw_bytes: u64,
     pub stored_bytes: u64,
     pub stored_sizes: Vec<u64>,
+    /// Each stored submission's sizes, for the storage figures by band.
+    pub samples: Vec<crate::report::StoredSample>,
+    /// Decoded payloads kept so far, by band.
+    pub kept_by_band: [usize; 5],
+}
+
+/// The storage band of a payload size (the overlapping 1-4 KiB band aside; 4: larger).
+fn band_of(raw: u64) -> usize {
+    crate::dictionary::BANDS[..4].iter().position(|(_, lo, hi)| (*lo as u64..*hi as u64).contains(&raw)).unwrap_or(4)
 }
 
 /// Our own consumer group on the table's stream: notes when each submission was persisted.
@@ -266,9 +281,24 @@ impl BatchProcessor for Tracker {
                 continue;
             }
             if seen.persisted.insert(id.to_string(), now).is_none() {
-                let raw: u64 =
-                    new.get("raw_size").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let fields = formbridge_shared::submission::SubmissionFields::read(new).ok();
+                let raw = fields.map(|f| f.raw_size).unwrap_or(0);
                 let stored = formbridge_shared::capacity::item_size(new) as u64;
+                // The payload is kept (decoded) for the first few per band only: the plain
+                // brotli comparison after the run needs no more.
+                let band = band_of(raw);
+                let raw_payload = fields
+                    .filter(|_| seen.kept_by_band[band] < crate::report::PLAIN_SAMPLE)
+                    .and_then(|f| formbridge_shared::codec::decode(f.codec, f.payload).ok());
+                if raw_payload.is_some() {
+                    seen.kept_by_band[band] += 1;
+                }
+                seen.samples.push(crate::report::StoredSample {
+                    raw,
+                    payload: fields.map(|f| f.payload.len() as u64 + 1).unwrap_or(0),
+                    item: stored,
+                    raw_payload,
+                });
                 seen.raw_bytes += raw;
                 seen.stored_bytes += stored;
                 seen.stored_sizes.push(stored);
@@ -518,7 +548,16 @@ pub async fn run(
 ) -> Result<Report, RunError> {
     args.validate()?;
     let prefix = format!("lt{}", &ulid::Ulid::new().to_string().to_lowercase()[20..]);
-    let mut traffic = Traffic::new(&prefix, args.tenants, args.sites_per_tenant.max(1), args.skew, args.seed);
+    let corpus = match &args.corpus {
+        None => Vec::new(),
+        Some(path) => crate::dictionary::read_values(path)
+            .map_err(|e| RunError::Setting("--corpus", format!("{}: {e}", path.display())))?,
+    };
+    if args.corpus.is_some() && corpus.is_empty() {
+        return Err(RunError::Setting("--corpus", "the file holds no payloads".into()));
+    }
+    let mut traffic = Traffic::new(&prefix, args.tenants, args.sites_per_tenant.max(1), args.skew, args.seed)
+        .with_corpus(corpus.clone());
     let store = DataStore::new(aws.dynamodb.clone(), names.table.clone());
     let pop = setup(&store, keyring, &traffic, args.shards, args.receiver).await?;
     let seen: Arc<Mutex<Seen>> = Arc::default();
@@ -547,7 +586,8 @@ pub async fn run(
     // the messages ingest would send.
     let tenants = pop.tenants.clone();
     let measure_ceiling = || async {
-        let mut sample = Traffic::new(&prefix, args.tenants, args.sites_per_tenant.max(1), args.skew, args.seed + 1);
+        let mut sample = Traffic::new(&prefix, args.tenants, args.sites_per_tenant.max(1), args.skew, args.seed + 1)
+            .with_corpus(corpus.clone());
         let codec = formbridge_shared::codec::PayloadCodec::default();
         let now = time::OffsetDateTime::now_utc();
         let (mut sizes, mut bodies) = (vec![], vec![]);

@@ -50,17 +50,29 @@ pub mod audit {
     pub const TOTAL: &str = "total";
 }
 
-/// A stored submission (`SUB#<tenant>#<shard>` / `SUB#<id>`).
+/// A stored submission (`SUB#<tenant>#<shard>` / `SUB#<id>`). Every byte of a name counts
+/// toward the item's size, and a 2 KiB form must fit one write unit, so the names are one
+/// letter (layout 2, written since 2026-12). Items of layout 1 ([`submission::v1`]) stay
+/// readable: `submission::SubmissionFields` reads both.
 pub mod submission {
-    pub const SITE: &str = "site";
-    pub const FORM: &str = "form_id";
-    pub const RECEIVED_AT: &str = "received_at";
-    pub const RAW_SIZE: &str = "raw_size";
-    pub const CODEC: &str = "codec";
-    pub const PAYLOAD: &str = "payload";
-    /// A hash of the canonical payload: a sender's retry with the same `webhook-id` but a
-    /// different body is told apart from a byte-identical one.
-    pub const BODY_HASH: &str = "body_hash";
+    pub const SITE: &str = "s";
+    pub const FORM: &str = "f";
+    /// When ingest accepted it, epoch milliseconds (a number: 8 bytes against 24 for RFC 3339).
+    pub const RECEIVED_MS: &str = "t";
+    pub const RAW_SIZE: &str = "n";
+    /// One byte naming the codec (`codec::Codec::id`), then the encoded payload.
+    pub const PAYLOAD: &str = "p";
+
+    /// Layout 1 (until 2026-12): long names, the receive time as RFC 3339, the codec marker in
+    /// its own attribute.
+    pub mod v1 {
+        pub const SITE: &str = "site";
+        pub const FORM: &str = "form_id";
+        pub const RECEIVED_AT: &str = "received_at";
+        pub const RAW_SIZE: &str = "raw_size";
+        pub const CODEC: &str = "codec";
+        pub const PAYLOAD: &str = "payload";
+    }
 }
 
 /// A delivery record (`SUB#<id>#DLV#<dest>`): where one submission's delivery to one

@@ -65,7 +65,10 @@ impl QueueMessage {
         received_at: OffsetDateTime,
         payload: Map<String, Value>,
     ) -> QueueMessage {
+        // Stored as epoch milliseconds: what is finer would not survive the round trip.
         let received_at = received_at.to_offset(time::UtcOffset::UTC);
+        let received_at =
+            received_at.replace_nanosecond(received_at.nanosecond() / 1_000_000 * 1_000_000).unwrap_or(received_at);
         QueueMessage {
             v: MESSAGE_VERSION,
             submission_id,
@@ -191,22 +194,101 @@ impl Submission {
         }
     }
 
-    /// The DynamoDB item. Attribute names are short on purpose: they count toward item size.
+    /// The DynamoDB item (layout 2, see [`crate::attrs::submission`]).
     pub fn to_item(&self, codec: &PayloadCodec) -> HashMap<String, AttributeValue> {
         let encoded = codec.encode(&self.raw_payload);
-        let key = self.key();
-        let received_at = self.received_at.format(&Rfc3339).unwrap_or_default();
+        let fields = SubmissionFields {
+            site: self.site.as_str(),
+            form: self.form.as_str(),
+            received_ms: epoch_ms(self.received_at),
+            raw_size: self.raw_payload.len() as u64,
+            codec: encoded.codec,
+            payload: &encoded.bytes,
+            expires_at: self.expires_at,
+        };
+        fields.to_item(self.key())
+    }
+}
+
+/// Milliseconds since the epoch (0 before it).
+pub fn epoch_ms(t: OffsetDateTime) -> u64 {
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+/// RFC 3339 of an epoch-milliseconds time, as exact as the milliseconds.
+pub fn rfc3339_ms(ms: u64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// A stored submission's own attributes, read from either item layout: what the aggregator, the
+/// fan-out and the readers need without decoding the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubmissionFields<'a> {
+    pub site: &'a str,
+    pub form: &'a str,
+    pub received_ms: u64,
+    pub raw_size: u64,
+    pub codec: Codec,
+    /// The encoded payload (without the codec byte).
+    pub payload: &'a [u8],
+    /// DynamoDB TTL, epoch seconds.
+    pub expires_at: i64,
+}
+
+impl<'a> SubmissionFields<'a> {
+    pub fn read(item: &'a HashMap<String, AttributeValue>) -> Result<SubmissionFields<'a>, ItemError> {
+        let a = Attrs(item);
+        let expires_at = a.n(keys::TTL)?;
+        if item.contains_key(sb::PAYLOAD) {
+            let (&id, payload) =
+                a.b(sb::PAYLOAD)?.split_first().ok_or(crate::attrs::AttrError::Invalid(sb::PAYLOAD))?;
+            return Ok(SubmissionFields {
+                site: a.s(sb::SITE)?,
+                form: a.s(sb::FORM)?,
+                received_ms: a.n(sb::RECEIVED_MS)?,
+                raw_size: a.n(sb::RAW_SIZE)?,
+                codec: Codec::from_id(id)?,
+                payload,
+                expires_at,
+            });
+        }
+        let received_at = a.s(sb::v1::RECEIVED_AT)?;
+        let received = OffsetDateTime::parse(received_at, &Rfc3339)
+            .map_err(|_| crate::attrs::AttrError::Invalid(sb::v1::RECEIVED_AT))?;
+        Ok(SubmissionFields {
+            site: a.s(sb::v1::SITE)?,
+            form: a.s(sb::v1::FORM)?,
+            received_ms: epoch_ms(received),
+            raw_size: a.n(sb::v1::RAW_SIZE)?,
+            codec: Codec::from_marker(a.s(sb::v1::CODEC)?)?,
+            payload: a.b(sb::v1::PAYLOAD)?,
+            expires_at,
+        })
+    }
+
+    /// The item of layout 2 under `key`.
+    pub fn to_item(&self, key: ItemKey) -> HashMap<String, AttributeValue> {
+        let mut payload = Vec::with_capacity(self.payload.len() + 1);
+        payload.push(self.codec.id());
+        payload.extend_from_slice(self.payload);
         HashMap::from([
             (keys::PK.to_owned(), AttributeValue::S(key.pk)),
             (keys::SK.to_owned(), AttributeValue::S(key.sk)),
-            (sb::SITE.to_owned(), AttributeValue::S(self.site.to_string())),
-            (sb::FORM.to_owned(), AttributeValue::S(self.form.to_string())),
-            (sb::RECEIVED_AT.to_owned(), AttributeValue::S(received_at)),
+            (sb::SITE.to_owned(), AttributeValue::S(self.site.to_owned())),
+            (sb::FORM.to_owned(), AttributeValue::S(self.form.to_owned())),
+            (sb::RECEIVED_MS.to_owned(), AttributeValue::N(self.received_ms.to_string())),
             (keys::TTL.to_owned(), AttributeValue::N(self.expires_at.to_string())),
-            (sb::RAW_SIZE.to_owned(), AttributeValue::N(self.raw_payload.len().to_string())),
-            (sb::CODEC.to_owned(), AttributeValue::S(encoded.codec.marker().to_owned())),
-            (sb::PAYLOAD.to_owned(), AttributeValue::B(Blob::new(encoded.bytes))),
+            (sb::RAW_SIZE.to_owned(), AttributeValue::N(self.raw_size.to_string())),
+            (sb::PAYLOAD.to_owned(), AttributeValue::B(Blob::new(payload))),
         ])
+    }
+
+    /// The receive time as RFC 3339.
+    pub fn received_at(&self) -> String {
+        rfc3339_ms(self.received_ms)
     }
 }
 
@@ -245,19 +327,19 @@ impl StoredSubmission {
             keys::Entity::Submission { tenant, shard, id } => (tenant, shard, id),
             _ => return Err(ItemError::NotASubmission),
         };
-        let codec = Codec::from_marker(a.s(sb::CODEC)?)?;
-        let raw = codec::decode(codec, a.b(sb::PAYLOAD)?)?;
+        let f = SubmissionFields::read(item)?;
+        let raw = codec::decode(f.codec, f.payload)?;
         Ok(StoredSubmission {
             tenant_id: tenant,
             submission_id: id,
             shard,
-            site: a.s(sb::SITE)?.to_owned(),
-            form_id: a.s(sb::FORM)?.to_owned(),
-            received_at: a.s(sb::RECEIVED_AT)?.to_owned(),
-            expires_at: a.n(keys::TTL)?,
-            raw_size: a.n(sb::RAW_SIZE)?,
+            site: f.site.to_owned(),
+            form_id: f.form.to_owned(),
+            received_at: f.received_at(),
+            expires_at: f.expires_at,
+            raw_size: usize::try_from(f.raw_size).unwrap_or(usize::MAX),
             stored_size: crate::capacity::item_size(item),
-            codec: codec.marker(),
+            codec: f.codec.marker(),
             payload: serde_json::from_slice(&raw)?,
         })
     }
@@ -294,9 +376,51 @@ mod tests {
             assert_eq!(back.submission_id, m.submission_id);
             assert_eq!(back.tenant_id, m.tenant_id);
             assert_eq!(back.expires_at, m.expires_at);
-            assert_eq!(back.codec, if size > 1024 { "br.d1" } else { "id" });
+            assert_eq!(back.codec, if back.raw_size > codec::DEFAULT_THRESHOLD { "br.d2" } else { "id" });
             assert!(back.shard < 4);
         }
+    }
+
+    /// Items written before layout 2 (long names, RFC 3339, the codec marker apart) keep
+    /// reading, payloads compressed with dictionary v1 included.
+    #[test]
+    fn a_layout_1_item_still_reads() {
+        let m = message(2048);
+        let sub = Submission::from_message(m.clone()).unwrap();
+        let key = sub.key();
+        let compressed = codec::brotli_compress_with_dictionary(&sub.raw_payload, 5, 18, codec::DICTIONARY_V1);
+        let item = HashMap::from([
+            (keys::PK.to_owned(), AttributeValue::S(key.pk)),
+            (keys::SK.to_owned(), AttributeValue::S(key.sk)),
+            ("site".to_owned(), AttributeValue::S("www.example.com".into())),
+            ("form_id".to_owned(), AttributeValue::S("contact".into())),
+            ("received_at".to_owned(), AttributeValue::S("2026-11-25T08:00:00.123Z".into())),
+            ("ttl".to_owned(), AttributeValue::N("1800000000".into())),
+            ("raw_size".to_owned(), AttributeValue::N(sub.raw_payload.len().to_string())),
+            ("codec".to_owned(), AttributeValue::S("br.d1".into())),
+            ("payload".to_owned(), AttributeValue::B(Blob::new(compressed))),
+        ]);
+        let old = StoredSubmission::from_item(&item).unwrap();
+        let new = StoredSubmission::from_item(&sub.to_item(&PayloadCodec::default())).unwrap();
+        assert_eq!(old.codec, "br.d1");
+        assert_eq!(old.payload, Value::Object(m.payload));
+        assert_eq!(
+            (&old.site, &old.form_id, &old.received_at, old.expires_at, old.raw_size, &old.payload),
+            (&new.site, &new.form_id, &new.received_at, new.expires_at, new.raw_size, &new.payload)
+        );
+        assert!(new.stored_size < old.stored_size, "layout 2 is smaller: {} vs {}", new.stored_size, old.stored_size);
+        let fields = SubmissionFields::read(&item).unwrap();
+        assert_eq!(fields.received_ms, 1_795_593_600_123);
+    }
+
+    #[test]
+    fn a_payload_with_an_unknown_codec_byte_is_an_error() {
+        let sub = Submission::from_message(message(300)).unwrap();
+        let mut item = sub.to_item(&PayloadCodec::default());
+        item.insert(sb::PAYLOAD.into(), AttributeValue::B(Blob::new(vec![200, 1, 2])));
+        assert!(matches!(StoredSubmission::from_item(&item), Err(ItemError::Codec(_))));
+        item.insert(sb::PAYLOAD.into(), AttributeValue::B(Blob::new(vec![])));
+        assert!(matches!(StoredSubmission::from_item(&item), Err(ItemError::Attr(_))));
     }
 
     #[test]

@@ -10,15 +10,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use formbridge_shared::attrs::submission as sb;
 pub use formbridge_shared::buckets::Granularity;
 use formbridge_shared::capacity::{item_size, write_units};
 use formbridge_shared::delivery::{RecordChange, Status};
 use formbridge_shared::keys::{self, Entity, ItemKey};
 use formbridge_shared::stream::record::padded_seq;
 use formbridge_shared::stream::{Change, ChangeKind};
+use formbridge_shared::submission::SubmissionFields;
 use formbridge_shared::{FormId, TenantId};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// One metric item: a tenant's hour or day.
@@ -89,14 +88,6 @@ fn start_of(granularity: Granularity, t: OffsetDateTime) -> i64 {
     }
 }
 
-fn str_attr<'a>(item: &'a formbridge_shared::stream::record::Item, k: &str) -> Option<&'a str> {
-    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
-}
-
-fn num_attr(item: &formbridge_shared::stream::record::Item, k: &str) -> u64 {
-    item.get(k).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0)
-}
-
 /// Folds records into deltas. `skip(bucket, padded_seq)` drops records a bucket already holds
 /// (see the replay guard); pass `|_, _| false` to fold everything.
 pub fn fold(records: &[Change], skip: impl Fn(&Bucket, &str) -> bool) -> BTreeMap<Bucket, Delta> {
@@ -105,13 +96,17 @@ pub fn fold(records: &[Change], skip: impl Fn(&Bucket, &str) -> bool) -> BTreeMa
         let seq = padded_seq(&r.seq);
         match (&r.entity, r.kind, &r.new) {
             (Entity::Submission { tenant, .. }, ChangeKind::Insert, Some(new)) => {
-                let Some(at) = str_attr(new, sb::RECEIVED_AT).and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
-                else {
+                // An item neither layout can read is not a submission we stored: skipped, as
+                // before, rather than stalling the shard.
+                let Ok(f) = SubmissionFields::read(new) else {
                     continue;
                 };
-                let form = str_attr(new, sb::FORM).and_then(|f| FormId::parse(f).ok());
+                let Ok(at) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(f.received_ms) * 1_000_000) else {
+                    continue;
+                };
+                let form = FormId::parse(f.form).ok();
                 let stored = item_size(new) as u64;
-                let raw = num_attr(new, sb::RAW_SIZE);
+                let raw = f.raw_size;
                 let wcu = write_units(stored as usize);
                 for g in [Granularity::Hour, Granularity::Day] {
                     let b = Bucket { tenant: tenant.clone(), granularity: g, start: start_of(g, at) };
@@ -215,26 +210,24 @@ pub fn chunks(records: &[Change], max_buckets: usize) -> Vec<&[Change]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_dynamodb::types::AttributeValue as Av;
     use formbridge_shared::stream::record::Item;
     use formbridge_shared::{DestinationId, SubmissionId};
-
-    fn s(v: &str) -> Av {
-        Av::S(v.into())
-    }
 
     fn submission(seq: &str, tenant: &str, form: &str, received_at: &str, kind: ChangeKind) -> Change {
         let id = SubmissionId::new();
         let t = TenantId::parse(tenant).unwrap();
         let k = keys::submission(&t, 1, &id);
-        let new: Item = HashMap::from([
-            ("PK".into(), s(&k.pk)),
-            ("SK".into(), s(&k.sk)),
-            ("form_id".into(), s(form)),
-            ("received_at".into(), s(received_at)),
-            ("raw_size".into(), Av::N("2000".into())),
-            ("payload".into(), Av::B(aws_sdk_dynamodb::primitives::Blob::new(vec![0; 700]))),
-        ]);
+        let received = OffsetDateTime::parse(received_at, &time::format_description::well_known::Rfc3339).unwrap();
+        let new: Item = SubmissionFields {
+            site: "www.example.com",
+            form,
+            received_ms: formbridge_shared::submission::epoch_ms(received),
+            raw_size: 2000,
+            codec: formbridge_shared::codec::Codec::Identity,
+            payload: &[0; 700],
+            expires_at: 1_900_000_000,
+        }
+        .to_item(k.clone());
         Change {
             seq: seq.into(),
             kind,

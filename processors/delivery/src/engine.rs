@@ -99,9 +99,7 @@ impl EngineSettings {
 
 /// A stored submission's receive time, in ms since the epoch.
 pub fn received_ms(item: &Item) -> Option<u64> {
-    let at = formbridge_shared::attrs::Attrs(item).s(formbridge_shared::attrs::submission::RECEIVED_AT).ok()?;
-    let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
-    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+    formbridge_shared::submission::SubmissionFields::read(item).ok().map(|f| f.received_ms)
 }
 
 /// A tenant's destinations as read at `fetched_ms`.
@@ -768,15 +766,9 @@ impl Engine {
         submission: formbridge_shared::SubmissionId,
         recheck: bool,
     ) -> Result<Vec<DeliveryMessage>, EngineError> {
-        use formbridge_shared::attrs::{submission as sb, Attrs};
-        let a = Attrs(new);
-        let bad = |e: formbridge_shared::attrs::AttrError| EngineError::Submission(e.to_string());
-        let form_id = a.s(sb::FORM).map_err(bad)?;
-        let site = a.s(sb::SITE).map_err(bad)?;
-        a.s(sb::RECEIVED_AT).map_err(bad)?;
-        let received_ms =
-            received_ms(new).ok_or_else(|| EngineError::Submission("received_at is not RFC 3339".into()))?;
-        let expires_at: i64 = a.n(keys::TTL).map_err(bad)?;
+        let f = formbridge_shared::submission::SubmissionFields::read(new)
+            .map_err(|e| EngineError::Submission(e.to_string()))?;
+        let (form_id, site, received_ms, expires_at) = (f.form, f.site, f.received_ms, f.expires_at);
         let inline = formbridge_shared::delivery::message::InlineSubmission::from_item(new)
             .map_err(|e| EngineError::Submission(e.to_string()))?;
         let form = FormId::parse(form_id).ok();

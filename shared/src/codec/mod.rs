@@ -1,29 +1,35 @@
-//! The payload codec. Submissions above a threshold are stored brotli-compressed; a short marker
-//! stored beside the bytes (`codec`) names how to decode them, so reads are transparent and a
-//! future codec (a shared dictionary, say) can coexist with items already written.
+//! The payload codec. Submissions above a threshold are stored brotli-compressed; a marker stored
+//! with the bytes (one byte in front of them; the `codec` attribute in items of layout 1) names
+//! how to decode them, so reads are transparent and codecs coexist with items already written.
 //!
 //! Small forms (1-4 KiB) are where the money is and where plain brotli saves least, so the
-//! default codec primes brotli with a shared dictionary (`dictionary_v1.txt`): the JSON shape of
-//! our envelope, common field names, user agents, URL parts and stock phrases. A dictionary is
-//! part of the stored format: once shipped it is never edited (a test pins its hash); a better
-//! one is added as v2 beside it, and items written with v1 keep decoding with v1.
+//! default codec primes brotli with a shared dictionary. v1 (`dictionary_v1.txt`, 2.2 KB) was
+//! written by hand: the JSON shape of our envelope, field names, user agents, stock phrases.
+//! v2 (`dictionary_v2.bin`, 64 KB) is trained with COVER on real, human-written text in form
+//! envelopes (`loadtest/corpus/`; `formbridge-loadtest dictionary train`), its size, quality and
+//! window chosen by a sweep on held-out text (`loadtest/benches/RESULTS.md`). A dictionary is part
+//! of the stored format: once shipped it is never edited (a test pins its hash); a better one is
+//! added beside it, and items written with an older one keep decoding with it.
 //!
 //! Encoding must be deterministic: a redelivered queue message has to produce a byte-identical
 //! item, so no timestamp, randomness or adaptive state may enter here.
 
 use std::io::{Read, Write};
 
-/// Payloads at or below this many bytes are stored as they are: compressing them rarely saves a
-/// whole write unit and costs CPU on every read.
-pub const DEFAULT_THRESHOLD: usize = 1024;
+/// Payloads at or below this many bytes are stored as they are: a sign-up's few hundred bytes
+/// fit one write unit either way. Above it, dictionary v2 saves about two thirds even on 0.5-1 KiB
+/// payloads, which keeps items whose payload is just under 1 KiB from spilling into a second
+/// write unit once the keys are added.
+pub const DEFAULT_THRESHOLD: usize = 512;
 
-/// Brotli quality. Chosen by measurement (`cargo bench -p formbridge-loadtest --bench persister`,
-/// figures in `loadtest/benches/RESULTS.md`): q5 saves within a few points of q6 on 1-4 KiB forms
-/// at about 80-85% of its time, while q9+ is 20-50x slower for a few more points.
+/// Brotli quality. Chosen by measurement (`formbridge-loadtest dictionary sweep` and `cargo bench
+/// -p formbridge-loadtest --bench persister`, figures in `loadtest/benches/RESULTS.md`): with
+/// dictionary v2, q6-q9 add under a point on held-out 1-4 KiB forms at 1.3-7x the time, q11 about
+/// 1.5 points at ~40x.
 pub const DEFAULT_QUALITY: u32 = 5;
 
-/// Brotli window (log2). 2^18 = 256 KiB covers the largest payload we accept in one window; a
-/// larger window only costs memory.
+/// Brotli window (log2). 2^18 = 256 KiB: the 64 KB dictionary and any payload up to 192 KB lie
+/// within reach; a larger window only costs memory.
 pub const DEFAULT_LGWIN: u32 = 18;
 
 /// Decoded payloads are capped: an item holds at most 400 KB and a queue message 1 MiB, so
@@ -32,6 +38,10 @@ pub const MAX_DECODED: usize = 4 * 1024 * 1024;
 
 /// Shared dictionary v1. Never edit: stored items depend on every byte.
 pub const DICTIONARY_V1: &[u8] = include_bytes!("dictionary_v1.txt");
+
+/// Shared dictionary v2: trained with COVER on real human-written text in form envelopes
+/// (`loadtest/corpus/`, `formbridge-loadtest dictionary train`). Never edit: stored items depend on every byte.
+pub const DICTIONARY_V2: &[u8] = include_bytes!("dictionary_v2.bin");
 
 /// How a stored payload is encoded. The marker strings are stored in items: never rename one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +52,8 @@ pub enum Codec {
     Brotli,
     /// Brotli primed with `DICTIONARY_V1`.
     BrotliDictV1,
+    /// Brotli primed with `DICTIONARY_V2`.
+    BrotliDictV2,
 }
 
 impl Codec {
@@ -50,6 +62,36 @@ impl Codec {
             Codec::Identity => "id",
             Codec::Brotli => "br",
             Codec::BrotliDictV1 => "br.d1",
+            Codec::BrotliDictV2 => "br.d2",
+        }
+    }
+
+    /// The one-byte form stored in front of the payload (item layout 2). Stored: never renumber.
+    pub fn id(self) -> u8 {
+        match self {
+            Codec::Identity => 0,
+            Codec::Brotli => 1,
+            Codec::BrotliDictV1 => 2,
+            Codec::BrotliDictV2 => 3,
+        }
+    }
+
+    pub fn from_id(id: u8) -> Result<Codec, CodecError> {
+        match id {
+            0 => Ok(Codec::Identity),
+            1 => Ok(Codec::Brotli),
+            2 => Ok(Codec::BrotliDictV1),
+            3 => Ok(Codec::BrotliDictV2),
+            other => Err(CodecError::UnknownCodec(format!("#{other}"))),
+        }
+    }
+
+    /// The shared dictionary this codec primes brotli with.
+    pub fn dictionary(self) -> Option<&'static [u8]> {
+        match self {
+            Codec::BrotliDictV1 => Some(DICTIONARY_V1),
+            Codec::BrotliDictV2 => Some(DICTIONARY_V2),
+            Codec::Identity | Codec::Brotli => None,
         }
     }
 
@@ -59,6 +101,7 @@ impl Codec {
             "id" => Ok(Codec::Identity),
             "br" => Ok(Codec::Brotli),
             "br.d1" => Ok(Codec::BrotliDictV1),
+            "br.d2" => Ok(Codec::BrotliDictV2),
             other => Err(CodecError::UnknownCodec(other.chars().take(16).collect())),
         }
     }
@@ -86,13 +129,19 @@ pub struct PayloadCodec {
     pub threshold: usize,
     pub quality: u32,
     pub lgwin: u32,
-    /// Prime brotli with the shared dictionary (`br.d1`); plain brotli (`br`) otherwise.
-    pub dictionary: bool,
+    /// How payloads over the threshold are compressed: `Brotli`, `BrotliDictV1` or
+    /// `BrotliDictV2` (the default). `Identity` stores everything as is.
+    pub codec: Codec,
 }
 
 impl Default for PayloadCodec {
     fn default() -> Self {
-        Self { threshold: DEFAULT_THRESHOLD, quality: DEFAULT_QUALITY, lgwin: DEFAULT_LGWIN, dictionary: true }
+        Self {
+            threshold: DEFAULT_THRESHOLD,
+            quality: DEFAULT_QUALITY,
+            lgwin: DEFAULT_LGWIN,
+            codec: Codec::BrotliDictV2,
+        }
     }
 }
 
@@ -102,10 +151,11 @@ impl PayloadCodec {
         if raw.len() <= self.threshold {
             return Encoded { codec: Codec::Identity, bytes: raw.to_vec() };
         }
-        let (codec, compressed) = if self.dictionary {
-            (Codec::BrotliDictV1, brotli_compress_with_dictionary(raw, self.quality, self.lgwin, DICTIONARY_V1))
-        } else {
-            (Codec::Brotli, brotli_compress(raw, self.quality, self.lgwin))
+        let codec = self.codec;
+        let compressed = match (codec, codec.dictionary()) {
+            (Codec::Identity, _) => return Encoded { codec, bytes: raw.to_vec() },
+            (_, Some(dict)) => brotli_compress_with_dictionary(raw, self.quality, self.lgwin, dict),
+            (_, None) => brotli_compress(raw, self.quality, self.lgwin),
         };
         if compressed.len() < raw.len() {
             Encoded { codec, bytes: compressed }
@@ -170,8 +220,8 @@ pub fn decode(codec: Codec, bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
     match codec {
         Codec::Identity => Ok(bytes.to_vec()),
         Codec::Brotli => read_capped(brotli::Decompressor::new(bytes, 4096)),
-        Codec::BrotliDictV1 => {
-            let dict = DICTIONARY_V1.to_vec().into();
+        Codec::BrotliDictV1 | Codec::BrotliDictV2 => {
+            let dict = codec.dictionary().unwrap_or_default().to_vec().into();
             read_capped(brotli::Decompressor::new_with_custom_dict(bytes, 4096, dict))
         }
     }
@@ -183,6 +233,7 @@ mod tests {
     use proptest::prelude::*;
 
     const DICTIONARY_V1_XXH3: u64 = 10_843_464_066_361_938_018;
+    const DICTIONARY_V2_XXH3: u64 = 15_082_239_573_490_721_782;
 
     #[test]
     fn small_payloads_are_stored_as_is() {
@@ -195,7 +246,7 @@ mod tests {
     fn text_over_the_threshold_is_compressed() {
         let raw = "hello form bridge, ".repeat(100);
         let e = PayloadCodec::default().encode(raw.as_bytes());
-        assert_eq!(e.codec, Codec::BrotliDictV1);
+        assert_eq!(e.codec, Codec::BrotliDictV2);
         assert!(e.bytes.len() < raw.len() / 4);
         assert_eq!(decode(e.codec, &e.bytes).unwrap(), raw.as_bytes());
     }
@@ -211,17 +262,21 @@ mod tests {
     fn unknown_markers_and_corrupt_bytes_are_errors() {
         assert!(matches!(Codec::from_marker("zstd"), Err(CodecError::UnknownCodec(_))));
         assert!(decode(Codec::Brotli, b"\xff\xff\xff\xffnot brotli").is_err());
-        for c in [Codec::Identity, Codec::Brotli, Codec::BrotliDictV1] {
+        for c in [Codec::Identity, Codec::Brotli, Codec::BrotliDictV1, Codec::BrotliDictV2] {
             assert_eq!(Codec::from_marker(c.marker()).unwrap(), c);
+            assert_eq!(Codec::from_id(c.id()).unwrap(), c);
         }
+        assert!(Codec::from_id(4).is_err());
     }
 
     #[test]
     fn decompression_bombs_are_refused() {
         let bomb = brotli_compress(&vec![0u8; MAX_DECODED + 10], 5, 22);
         assert!(matches!(decode(Codec::Brotli, &bomb), Err(CodecError::TooLarge)));
-        let bomb = brotli_compress_with_dictionary(&vec![0u8; MAX_DECODED + 10], 5, 22, DICTIONARY_V1);
-        assert!(matches!(decode(Codec::BrotliDictV1, &bomb), Err(CodecError::TooLarge)));
+        for c in [Codec::BrotliDictV1, Codec::BrotliDictV2] {
+            let bomb = brotli_compress_with_dictionary(&vec![0u8; MAX_DECODED + 10], 5, 22, c.dictionary().unwrap());
+            assert!(matches!(decode(c, &bomb), Err(CodecError::TooLarge)));
+        }
     }
 
     /// Stored items depend on every byte of a shipped dictionary. If this fails, you edited
@@ -232,21 +287,42 @@ mod tests {
         assert_eq!(xxhash_rust::xxh3::xxh3_64(DICTIONARY_V1), DICTIONARY_V1_XXH3);
     }
 
+    /// Likewise for v2: a better dictionary is a v3 beside it.
+    #[test]
+    fn dictionary_v2_never_changes() {
+        assert_eq!(DICTIONARY_V2.len(), 65_397);
+        assert_eq!(xxhash_rust::xxh3::xxh3_64(DICTIONARY_V2), DICTIONARY_V2_XXH3);
+    }
+
+    /// Payloads written with dictionary v1 (before v2 was the default) keep decoding, and only
+    /// with v1: the marker picks the dictionary.
+    #[test]
+    fn payloads_written_with_v1_still_decode() {
+        let raw = crate::sample::text_heavy_payload(2048, 5).to_string();
+        let v1 = PayloadCodec { codec: Codec::BrotliDictV1, ..PayloadCodec::default() }.encode(raw.as_bytes());
+        assert_eq!(v1.codec, Codec::BrotliDictV1);
+        assert_eq!(decode(Codec::BrotliDictV1, &v1.bytes).unwrap(), raw.as_bytes());
+        assert_ne!(decode(Codec::BrotliDictV2, &v1.bytes).ok(), Some(raw.clone().into_bytes()));
+        let v2 = PayloadCodec::default().encode(raw.as_bytes());
+        assert_eq!(v2.codec, Codec::BrotliDictV2);
+        assert_eq!(decode(Codec::BrotliDictV2, &v2.bytes).unwrap(), raw.as_bytes());
+    }
+
     #[test]
     fn the_dictionary_is_needed_to_decode() {
         let raw = crate::sample::text_heavy_payload(2048, 1).to_string();
         let e = PayloadCodec::default().encode(raw.as_bytes());
-        assert_eq!(e.codec, Codec::BrotliDictV1);
+        assert_eq!(e.codec, Codec::BrotliDictV2);
         assert_ne!(decode(Codec::Brotli, &e.bytes).ok(), Some(raw.clone().into_bytes()));
-        let plain = PayloadCodec { dictionary: false, ..PayloadCodec::default() }.encode(raw.as_bytes());
+        let plain = PayloadCodec { codec: Codec::Brotli, ..PayloadCodec::default() }.encode(raw.as_bytes());
         assert_eq!(plain.codec, Codec::Brotli);
         assert!(e.bytes.len() < plain.bytes.len(), "the dictionary should help a 2 KiB form");
     }
 
     proptest! {
         #[test]
-        fn round_trips_arbitrary_bytes(raw in proptest::collection::vec(any::<u8>(), 0..5000), threshold in 0usize..2048, dictionary in any::<bool>()) {
-            let c = PayloadCodec { threshold, dictionary, ..PayloadCodec::default() };
+        fn round_trips_arbitrary_bytes(raw in proptest::collection::vec(any::<u8>(), 0..5000), threshold in 0usize..2048, id in 0u8..4) {
+            let c = PayloadCodec { threshold, codec: Codec::from_id(id).unwrap(), ..PayloadCodec::default() };
             let e = c.encode(&raw);
             prop_assert!(e.bytes.len() <= raw.len());
             prop_assert_eq!(decode(e.codec, &e.bytes).unwrap(), raw);

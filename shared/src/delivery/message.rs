@@ -5,14 +5,14 @@
 //! (compressed) payload costs nothing in DynamoDB and keeps a first attempt to one write. Payloads
 //! over [`MAX_INLINE_BYTES`] are read from the table when sent.
 
-use aws_sdk_dynamodb::primitives::Blob;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::attrs::{self, submission as sb, Attrs, Item};
+use crate::attrs::{submission as sb, Item};
+use crate::codec::Codec;
 use crate::delivery::model::Trigger;
 use crate::keys;
-use crate::submission::{ItemError, StoredSubmission};
+use crate::submission::{epoch_ms, ItemError, StoredSubmission, SubmissionFields};
 use crate::{DestinationId, SubmissionId, TenantId};
 
 /// The version this code writes. Version 1 (no inline submission) is still read.
@@ -37,18 +37,17 @@ impl InlineSubmission {
     /// From a stored submission item (the stream's new image); `None` when its payload is too
     /// big to carry.
     pub fn from_item(item: &Item) -> Result<Option<InlineSubmission>, ItemError> {
-        let a = Attrs(item);
-        let payload = a.b(sb::PAYLOAD)?;
-        if payload.len() > MAX_INLINE_BYTES {
+        let f = SubmissionFields::read(item)?;
+        if f.payload.len() > MAX_INLINE_BYTES {
             return Ok(None);
         }
         Ok(Some(InlineSubmission {
-            site: a.s(sb::SITE)?.to_owned(),
-            form_id: a.s(sb::FORM)?.to_owned(),
-            received_at: a.s(sb::RECEIVED_AT)?.to_owned(),
-            raw_size: a.n(sb::RAW_SIZE)?,
-            codec: a.s(sb::CODEC)?.to_owned(),
-            payload: base64::engine::general_purpose::STANDARD.encode(payload),
+            site: f.site.to_owned(),
+            form_id: f.form.to_owned(),
+            received_at: f.received_at(),
+            raw_size: f.raw_size,
+            codec: f.codec.marker().to_owned(),
+            payload: base64::engine::general_purpose::STANDARD.encode(f.payload),
         }))
     }
 
@@ -57,19 +56,18 @@ impl InlineSubmission {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(&self.payload)
             .map_err(|_| crate::attrs::AttrError::Invalid(sb::PAYLOAD))?;
-        let k = keys::submission(&m.tenant, m.shard, &m.submission);
-        let item = Item::from([
-            (keys::PK.to_owned(), attrs::s(k.pk)),
-            (keys::SK.to_owned(), attrs::s(k.sk)),
-            (sb::SITE.to_owned(), attrs::s(&self.site)),
-            (sb::FORM.to_owned(), attrs::s(&self.form_id)),
-            (sb::RECEIVED_AT.to_owned(), attrs::s(&self.received_at)),
-            (keys::TTL.to_owned(), attrs::n(m.expires_at.unwrap_or(0))),
-            (sb::RAW_SIZE.to_owned(), attrs::n(self.raw_size)),
-            (sb::CODEC.to_owned(), attrs::s(&self.codec)),
-            (sb::PAYLOAD.to_owned(), aws_sdk_dynamodb::types::AttributeValue::B(Blob::new(bytes))),
-        ]);
-        StoredSubmission::from_item(&item)
+        let received = time::OffsetDateTime::parse(&self.received_at, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| crate::attrs::AttrError::Invalid(sb::RECEIVED_MS))?;
+        let fields = SubmissionFields {
+            site: &self.site,
+            form: &self.form_id,
+            received_ms: epoch_ms(received),
+            raw_size: self.raw_size,
+            codec: Codec::from_marker(&self.codec)?,
+            payload: &bytes,
+            expires_at: m.expires_at.unwrap_or(0),
+        };
+        StoredSubmission::from_item(&fields.to_item(keys::submission(&m.tenant, m.shard, &m.submission)))
     }
 }
 
@@ -162,10 +160,8 @@ mod tests {
         let decoded = back.sub.as_ref().unwrap().decode(&back).unwrap();
         let direct = StoredSubmission::from_item(&item).unwrap();
         assert_eq!(decoded.payload, direct.payload);
-        assert_eq!(
-            (decoded.site, decoded.form_id, decoded.expires_at),
-            (direct.site, direct.form_id, direct.expires_at)
-        );
+        assert_eq!(decoded, direct, "the same submission, down to its stored size");
+        assert_eq!(direct.received_at, "2026-11-25T08:00:00.123Z");
     }
 
     #[test]
@@ -173,7 +169,12 @@ mod tests {
         let (_, mut item) = stored_item();
         item.insert(
             sb::PAYLOAD.into(),
-            aws_sdk_dynamodb::types::AttributeValue::B(Blob::new(vec![0; MAX_INLINE_BYTES + 1])),
+            // The codec byte (identity), then one byte more than travels inline.
+            aws_sdk_dynamodb::types::AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(vec![
+                0;
+                MAX_INLINE_BYTES
+                    + 2
+            ])),
         );
         assert_eq!(InlineSubmission::from_item(&item).unwrap(), None);
         let v1 = format!(

@@ -26,7 +26,7 @@ async fn n_messages_become_n_decodable_items_spread_over_shards() {
         assert_eq!(s.payload, serde_json::Value::Object(m.payload.clone()), "payload decodes to what was sent");
         assert_eq!(s.expires_at, m.expires_at);
         assert_eq!(s.received_at, m.received_at);
-        let expected_codec = if s.raw_size > 1024 { "br.d1" } else { "id" };
+        let expected_codec = if s.raw_size > formbridge_shared::codec::DEFAULT_THRESHOLD { "br.d2" } else { "id" };
         assert_eq!(s.codec, expected_codec);
     }
     let shards: HashSet<u16> = stored.iter().map(|s| s.shard).collect();
@@ -85,9 +85,11 @@ async fn poison_messages_go_to_the_dlq_with_a_reason_and_the_rest_get_through() 
     assert_eq!(stack.wait_for_stored(15).await.len(), 15);
     assert_eq!(stack.wait_queue_drained().await, (0, 0));
     let summary = running.stop().await;
-    assert_eq!(summary.rejected, 3);
+    // The engine now and then hands one message to two receivers (SQS is at least once), so a
+    // poison message may be dead-lettered twice: counted by distinct body below.
+    assert!(summary.rejected >= 3, "{summary:?}");
 
-    let mut reasons = Vec::new();
+    let mut reasons = std::collections::BTreeMap::new();
     for _ in 0..10 {
         let out = stack
             .aws
@@ -103,12 +105,13 @@ async fn poison_messages_go_to_the_dlq_with_a_reason_and_the_rest_get_through() 
         for m in out.messages.unwrap_or_default() {
             assert!(poison.contains(&m.body().unwrap().to_string()), "DLQ holds the original body");
             let reason = m.message_attributes().unwrap()[REJECT_REASON_ATTRIBUTE].string_value().unwrap().to_string();
-            reasons.push(reason);
+            reasons.insert(m.body().unwrap().to_string(), reason);
         }
         if reasons.len() >= 3 {
             break;
         }
     }
+    let mut reasons: Vec<String> = reasons.into_values().collect();
     reasons.sort();
     assert_eq!(reasons, vec!["bad_shard_count", "malformed_json", "malformed_json"]);
     assert_eq!(stack.stored().await.len(), 15, "nothing of the poison was written");
