@@ -118,13 +118,13 @@ fn check_cover(size: usize, k: usize, d: usize) -> formbridge_loadtest::dictiona
     formbridge_loadtest::dictionary::CoverParams { size, k, d }
 }
 
-fn read_corpus(path: &std::path::Path, flag: &str) -> anyhow::Result<Vec<Vec<u8>>> {
-    let p =
-        formbridge_loadtest::dictionary::read_payloads(path).with_context(|| format!("{flag} {}", path.display()))?;
-    if p.is_empty() {
-        bad_setting(flag, path.display(), "holds no payloads");
+/// A corpus that cannot be read or holds nothing is a bad setting: exit 2, naming the flag.
+fn read_corpus(path: &std::path::Path, flag: &str) -> Vec<Vec<u8>> {
+    match formbridge_loadtest::dictionary::read_payloads(path) {
+        Err(e) => bad_setting(flag, path.display(), &e.to_string()),
+        Ok(p) if p.is_empty() => bad_setting(flag, path.display(), "holds no payloads"),
+        Ok(p) => p,
     }
-    Ok(p)
 }
 
 fn dictionary(command: DictionaryCommand) -> anyhow::Result<()> {
@@ -133,7 +133,7 @@ fn dictionary(command: DictionaryCommand) -> anyhow::Result<()> {
     match command {
         DictionaryCommand::Train { corpus, size, k, d, out } => {
             let params = check_cover(size, k, d);
-            let samples = read_corpus(&corpus, "--corpus")?;
+            let samples = read_corpus(&corpus, "--corpus");
             let dict = train_cover(&samples, params);
             std::fs::write(&out, &dict).with_context(|| format!("--out {}", out.display()))?;
             println!("{}", serde_json::json!({ "samples": samples.len(), "bytes": dict.len(), "out": out }));
@@ -144,11 +144,9 @@ fn dictionary(command: DictionaryCommand) -> anyhow::Result<()> {
                     bad_setting("--qualities", q, "brotli qualities are 0 to 11");
                 }
             }
-            let samples = read_corpus(&train, "--train")?;
-            let sets: Vec<(PathBuf, Vec<Vec<u8>>)> = heldout
-                .iter()
-                .map(|p| read_corpus(p, "--heldout").map(|s| (p.clone(), s)))
-                .collect::<Result<_, _>>()?;
+            let samples = read_corpus(&train, "--train");
+            let sets: Vec<(PathBuf, Vec<Vec<u8>>)> =
+                heldout.iter().map(|p| (p.clone(), read_corpus(p, "--heldout"))).collect();
             let mut dicts: Vec<(String, Vec<u8>)> =
                 vec![("none".into(), Vec::new()), ("v1".into(), DICTIONARY_V1.to_vec())];
             for size in &sizes {

@@ -1,4 +1,5 @@
 //! loadtest against the local engine (started by ./deploy/local/test.sh).
 
+mod dictionary_cli;
 mod record_replay;
 mod short_run;
