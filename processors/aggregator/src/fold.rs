@@ -96,10 +96,16 @@ pub fn fold(records: &[Change], skip: impl Fn(&Bucket, &str) -> bool) -> BTreeMa
         let seq = padded_seq(&r.seq);
         match (&r.entity, r.kind, &r.new) {
             (Entity::Submission { tenant, .. }, ChangeKind::Insert, Some(new)) => {
-                // An item neither layout can read is not a submission we stored: skipped, as
-                // before, rather than stalling the shard.
-                let Ok(f) = SubmissionFields::read(new) else {
-                    continue;
+                // An item neither layout can read (a codec byte from a newer persister, say: upgrade
+                // readers first) is skipped rather than stalling the shard, loudly, as an
+                // unreadable delivery record is.
+                let f = match SubmissionFields::read(new) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::error!(error = %e, "a submission in the stream is unreadable; not counted");
+                        metrics::counter!("aggregator_unreadable_records_total").increment(1);
+                        continue;
+                    }
                 };
                 let Ok(at) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(f.received_ms) * 1_000_000) else {
                     continue;
