@@ -571,7 +571,11 @@ pub async fn run(
     let leases = stream::LeaseTable {
         client: observer.dynamodb.clone(),
         table: names.control_table.clone(),
-        group: format!("loadtest-{prefix}"),
+        // One group per receiver port, kept across runs: a run starts where the last run on this
+        // engine stopped reading, instead of re-reading the whole stream (which would both load
+        // the engine and stamp this run's first records late). Two runs at once cannot share a
+        // receiver port, so they never share the group.
+        group: format!("loadtest-observer-{}", args.receiver.port()),
     };
     let mut consumer = stream::ConsumerConfig::new(&leases.group);
     consumer.idle_min = Duration::from_millis(50);

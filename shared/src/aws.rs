@@ -99,6 +99,10 @@ static REQUEST_TALLY: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new())
 ///
 /// Both label sets are closed (the SDKs' operations), so cardinality stays low. The same counts
 /// are readable in-process through [`request_counts`].
+///
+/// `aws_request_seconds` (histogram, same labels): each attempt's time on the wire, from just
+/// before it is sent to its response read. It shows where a stage's time goes: on the local
+/// engine, which serves one request at a time, a slow operation delays every other process.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestMeter {
     service: &'static str,
@@ -157,6 +161,11 @@ impl Intercept for RequestMeter {
         if self.scope == Scope::Observer {
             return Ok(());
         }
+        if let Some(Sent(at)) = cfg.load::<Sent>() {
+            let operation = cfg.load::<Metadata>().map_or("unknown", Metadata::name);
+            metrics::histogram!("aws_request_seconds", "service" => self.service, "operation" => operation.to_owned())
+                .record(at.elapsed().as_secs_f64());
+        }
         let output = context.output_or_error().ok();
         if self.service == "dynamodbstreams" {
             if output.is_some() {
@@ -197,8 +206,17 @@ impl Intercept for RequestMeter {
             return Ok(());
         }
         record_request(self.service, operation);
+        cfg.interceptor_state().store_put(Sent(std::time::Instant::now()));
         Ok(())
     }
+}
+
+/// When the current attempt went on the wire.
+#[derive(Debug, Clone, Copy)]
+struct Sent(std::time::Instant);
+
+impl aws_smithy_types::config_bag::Storable for Sent {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
 }
 
 fn record_request(service: &'static str, operation: &str) {

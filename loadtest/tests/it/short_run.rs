@@ -112,7 +112,7 @@ async fn a_short_run_loses_nothing_and_delivers_everything() {
     let requests_goal = formbridge_loadtest::report::goals::REQUESTS_PER_SUBMISSION;
     assert!(f("requests") <= requests_goal * 1.1, "{} requests per submission: {metered:#}", f("requests"));
     let pipeline_units = f("write_units") - f("submission_write_units");
-    let pipeline_goal = formbridge_loadtest::report::goals::WRITE_UNITS_PER_SUBMISSION - 1.0;
+    let pipeline_goal = formbridge_loadtest::report::goals::PIPELINE_WRITE_UNITS_PER_SUBMISSION;
     assert!(pipeline_units <= pipeline_goal * 1.1, "{pipeline_units} write units beyond the submission item: {ps:#}");
     assert!(f("stream_reads") > 0.0 && f("sqs_requests") > 0.0, "{ps:#}");
     // Storage by band, from the items on the stream: the codec beats plain brotli at the same

@@ -22,8 +22,10 @@ pub struct Config {
     pub daily_ttl_days: u32,
     /// After a partial batch, wait this long (ms) before reading the stream again, so each
     /// write of a metric item folds more records: fewer metric writes and GetRecords calls,
-    /// metrics up to this much later. 0 reads again at once.
-    #[arg(long, env = "AGGREGATOR_LINGER_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    /// metrics up to this much later. 0 reads again at once. The default, 10 s, halves the metric
+    /// writes of 5 s (each flush writes every active tenant's hour and day item) and keeps a
+    /// dashboard within about ten seconds of its submissions.
+    #[arg(long, env = "AGGREGATOR_LINGER_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub linger_ms: u64,
     #[command(flatten)]
     pub stream: StreamArgs,

@@ -38,8 +38,9 @@ use fold::{Bucket, Delta, Granularity};
 /// Buckets written per run of records (runs bound the memory of one fold, nothing else).
 pub const MAX_BUCKETS_PER_RUN: usize = 99;
 
-/// Bucket writes in flight at once.
-const CONCURRENT_WRITES: usize = 16;
+/// Bucket writes in flight at once. Few: on the local engine, which serves one request at a
+/// time, a burst of metric updates would queue every other process's requests behind it.
+const CONCURRENT_WRITES: usize = 4;
 
 /// Keeps metric items up to date from stream records.
 #[derive(Debug)]
@@ -179,6 +180,9 @@ impl Aggregator {
             .set_condition_expression(update.condition_expression)
             .set_expression_attribute_names(update.expression_attribute_names)
             .set_expression_attribute_values(update.expression_attribute_values)
+            // The whole item back, so the meter bills what AWS bills for an update: the item's
+            // size, not only the values this write sets.
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await
             .map_err(aws_sdk_dynamodb::Error::from);

@@ -127,6 +127,39 @@ struct Held {
     lease: Lease,
     cancel: CancellationToken,
     task: JoinHandle<ReaderEnd>,
+    /// When the reader last moved the checkpoint (see [`Heartbeat`]).
+    beat: Arc<Heartbeat>,
+}
+
+/// A moved checkpoint is a heartbeat: other workers judge a lease alive when its counter *or*
+/// its checkpoint has moved within the failover time, so while a reader is committing, the
+/// lease needs no separate renewal write. A busy shard then costs one conditional write per
+/// batch instead of one per batch plus one every renewal interval; an idle one is renewed as
+/// before.
+#[derive(Debug)]
+struct Heartbeat {
+    since: Instant,
+    /// Milliseconds after `since` of the last commit; 0 before the first.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Heartbeat {
+    fn new() -> Self {
+        Self { since: Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    fn beat(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a commit happened within `window`.
+    fn within(&self, window: Duration) -> bool {
+        match self.last_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => false,
+            ms => self.since.elapsed().saturating_sub(Duration::from_millis(ms)) < window,
+        }
+    }
 }
 
 struct Shared<S, P> {
@@ -184,8 +217,8 @@ pub async fn run<S, P>(
 struct Worker<S, P> {
     shared: Arc<Shared<S, P>>,
     held: HashMap<String, Held>,
-    /// Last counter seen per lease and when it last moved, on our own clock.
-    seen: HashMap<String, (u64, Instant)>,
+    /// Last counter and checkpoint seen per lease, and when either last moved, on our own clock.
+    seen: HashMap<String, (u64, Checkpoint, Instant)>,
     /// Shards in the latest listing.
     listed: HashSet<String>,
     /// Shards whose lease this worker has made sure exists (a conditional put each would be a
@@ -223,7 +256,14 @@ impl<S: StreamShards + Clone, P: BatchProcessor> Worker<S, P> {
     async fn renew(&mut self) {
         let me = self.me().to_owned();
         let mut lost = Vec::new();
+        let window = self.shared.config.renew_every;
         for (shard, h) in &mut self.held {
+            if h.beat.within(window) {
+                // Its checkpoint moved within the interval: that write was the heartbeat.
+                metrics::counter!("stream_lease_renewals_skipped_total", "group" => self.shared.config.group.clone())
+                    .increment(1);
+                continue;
+            }
             match self.shared.leases.renew(&h.lease, &me).await {
                 Ok(l) => h.lease = l,
                 // An ambiguous failure (the write applied, the answer lost, the retry refused)
@@ -253,9 +293,9 @@ impl<S: StreamShards + Clone, P: BatchProcessor> Worker<S, P> {
         self.ensured.retain(|s| leases.iter().any(|l| &l.shard == s));
         let now = Instant::now();
         for l in &leases {
-            let e = self.seen.entry(l.shard.clone()).or_insert((l.counter, now));
-            if e.0 != l.counter {
-                *e = (l.counter, now);
+            let e = self.seen.entry(l.shard.clone()).or_insert((l.counter, l.checkpoint.clone(), now));
+            if e.0 != l.counter || e.1 != l.checkpoint {
+                *e = (l.counter, l.checkpoint.clone(), now);
             }
         }
         let by_shard: HashMap<&str, &Lease> = leases.iter().map(|l| (l.shard.as_str(), l)).collect();
@@ -274,7 +314,7 @@ impl<S: StreamShards + Clone, P: BatchProcessor> Worker<S, P> {
             None => true,
             // Ours on paper but not running here (e.g. a take whose answer was lost): free to retake.
             Some(o) if *o == me => !held.contains_key(&l.shard),
-            Some(_) => self.seen.get(&l.shard).is_some_and(|(_, t)| now.duration_since(*t) >= failover),
+            Some(_) => self.seen.get(&l.shard).is_some_and(|(_, _, t)| now.duration_since(*t) >= failover),
         };
         let mut owners: HashMap<String, Vec<&Lease>> = HashMap::new();
         for l in eligible.iter().filter(|l| !expired(l)) {
@@ -328,8 +368,9 @@ impl<S: StreamShards + Clone, P: BatchProcessor> Worker<S, P> {
             Ok(lease) => {
                 tracing::info!(shard = %lease.shard, checkpoint = %lease.checkpoint.encode(), "lease taken");
                 let cancel = CancellationToken::new();
-                let task = tokio::spawn(read_shard(self.shared.clone(), lease.clone(), cancel.clone()));
-                self.held.insert(lease.shard.clone(), Held { lease, cancel, task });
+                let beat = Arc::new(Heartbeat::new());
+                let task = tokio::spawn(read_shard(self.shared.clone(), lease.clone(), cancel.clone(), beat.clone()));
+                self.held.insert(lease.shard.clone(), Held { lease, cancel, task, beat });
                 true
             }
             Err(e) => {
@@ -389,6 +430,7 @@ async fn read_shard<S: StreamShards, P: BatchProcessor>(
     shared: Arc<Shared<S, P>>,
     lease: Lease,
     cancel: CancellationToken,
+    beat: Arc<Heartbeat>,
 ) -> ReaderEnd {
     let c = &shared.config;
     let mut committer = Committer {
@@ -455,6 +497,7 @@ async fn read_shard<S: StreamShards, P: BatchProcessor>(
             };
             match handled {
                 Ok(()) => {
+                    beat.beat();
                     idle = c.idle_min;
                     if !c.linger.is_zero() && page.records.len() < c.batch_size.max(1) as usize && page.next.is_some() {
                         pause(&cancel, c.linger).await;

@@ -195,6 +195,44 @@ async fn two_live_workers_split_the_shards_and_a_dead_ones_leases_are_taken_over
 }
 
 #[tokio::test]
+async fn a_busy_readers_checkpoints_are_its_heartbeat() {
+    let stream = FakeStream::new();
+    stream.add_shard("only", None);
+    let table = leases().await;
+    let p = Arc::new(Recorder::default());
+    let (t1, h1) = start(&stream, &table, &p, fast("test", "w1"));
+    stream.push("only", change());
+    until("the first record", 30, || p.seqs().len() == 1).await;
+    let counter = |ls: Vec<formbridge_shared::stream::Lease>| ls[0].counter;
+    let before = counter(table.list().await.unwrap());
+    // A second worker watches: it would take a lease whose counter stood still for the failover
+    // time (1.5 s), unless the checkpoint moved.
+    let (t2, h2) = start(&stream, &table, &p, fast("test", "w2"));
+    // 4 s of steady records: w1 checkpoints every batch, more often than it would renew.
+    for _ in 0..40 {
+        stream.push("only", change());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    until("every record", 30, || p.seqs().len() == 41).await;
+    let ls = table.list().await.unwrap();
+    assert_eq!(ls[0].owner.as_deref(), Some("w1"), "{ls:?}");
+    assert_eq!(p.by("w2"), 0, "the live worker's lease was taken over");
+    // Renewing every 300 ms would have moved the counter about 13 times; the commits stood in.
+    let moved = counter(ls) - before;
+    assert!(moved <= 3, "the counter moved {moved} times while the checkpoint was moving");
+    // Idle again, w1 renews as before and keeps the lease.
+    let idle_from = counter(table.list().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let ls = table.list().await.unwrap();
+    assert_eq!(ls[0].owner.as_deref(), Some("w1"), "{ls:?}");
+    assert!(ls[0].counter >= idle_from + 3, "an idle reader must renew: {ls:?}");
+    for (t, h) in [(t1, h1), (t2, h2)] {
+        t.cancel();
+        h.await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn a_worker_that_lost_its_lease_checkpoints_nothing_more() {
     let stream = FakeStream::new();
     stream.add_shard("only", None);
