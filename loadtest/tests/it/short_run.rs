@@ -89,7 +89,10 @@ async fn a_short_run_loses_nothing_and_delivers_everything() {
     assert!(unit("write_units") > 0.0 && unit("write_units") <= 1.0 + 2.0 * dups / N as f64, "{per:#}");
     assert!(unit("read_units") > 0.0 && unit("read_units") <= 0.5, "{per:#}");
     assert!(unit("sqs_requests") > 0.0 && unit("sqs_requests") <= 0.35, "{per:#}");
-    assert!(unit("read_units") <= 0.5 && unit("sqs_requests") <= 0.35);
+    // The fan-out packs a stream batch's first attempts into shared queue messages (up to 50
+    // deliveries each), so the delivery queue's send, receive and delete come to a few hundredths
+    // of a request per delivery; one message per delivery would be at least 0.3.
+    assert!(unit("sqs_requests") <= 0.1, "deliveries are not sharing queue messages: {per:#}");
     // Every stage's requests and billed units are metered end to end: the persister's batch
     // writes, the aggregator's metric updates, the delivery records, the stream reads.
     let ps = &v["per_submission"];
@@ -144,5 +147,11 @@ async fn a_short_run_loses_nothing_and_delivers_everything() {
     assert!(v["share_of_ceiling"]["persisted_vs_batch_write"].as_f64().unwrap() > 0.0);
     let goals = v["goals"].as_array().unwrap();
     assert_eq!(goals.len(), 6);
-    assert!(goals.iter().all(|g| g["met"].is_boolean()), "{goals:#?}");
+    // At --rate max every goal on counts is judged; latency (the backlog over the rate in a
+    // closed loop) is shown, not judged.
+    for g in goals {
+        let timed = g["name"].as_str().unwrap().starts_with("p99_");
+        assert_eq!(g["met"].is_boolean(), !timed, "{g:#}");
+        assert!(g["measured"].is_number(), "{g:#}");
+    }
 }

@@ -64,17 +64,21 @@ pub async fn run(engine: Arc<Engine>, dlq: Queue, shutdown: CancellationToken) {
     }
 }
 
-/// Marks the message's delivery failed unless it already ended. Returns whether this call
-/// changed it. An unreadable message is counted and left where it is.
+/// Marks each of the message's deliveries (one, or a pack's) failed unless it already ended.
+/// Returns whether this call changed any. An unreadable message is counted and left where it is.
 pub async fn settle(engine: &Engine, m: &Received) -> Result<bool, EngineError> {
-    let Ok(msg) = DeliveryMessage::parse(&m.body) else {
+    let Ok(jobs) = DeliveryMessage::parse_all(&m.body) else {
         metrics::counter!("delivery_dead_letters_unreadable_total").increment(1);
         return Err(EngineError::Submission("the dead-lettered message is not a delivery message".into()));
     };
-    let key = keys::delivery(&msg.tenant, msg.shard, &msg.submission, &msg.destination);
-    let existing = engine.records.get(&key, true).await?;
-    if existing.as_ref().is_some_and(|r| r.status.is_final() || r.attempts >= msg.attempt) {
-        return Ok(false);
+    let mut changed = false;
+    for msg in &jobs {
+        let key = keys::delivery(&msg.tenant, msg.shard, &msg.submission, &msg.destination);
+        let existing = engine.records.get(&key, true).await?;
+        if existing.as_ref().is_some_and(|r| r.status.is_final() || r.attempts >= msg.attempt) {
+            continue;
+        }
+        changed |= engine.fail_unsent(msg, existing.as_ref(), FailureReason::DeadLettered).await?;
     }
-    engine.fail_unsent(&msg, existing.as_ref(), FailureReason::DeadLettered).await
+    Ok(changed)
 }

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use formbridge_shared::delivery::DeliveryMessage;
 use formbridge_shared::keys::Entity;
 use formbridge_shared::queue::Outgoing;
 use formbridge_shared::stream::{BatchProcessor, Change, ChangeKind, Committer, ProcessError};
@@ -87,9 +88,15 @@ impl FanOut {
             return Ok(());
         }
         let now = formbridge_shared::clock::now_ms();
-        let outgoing: Vec<_> = messages.iter().map(|m| Outgoing::new(m.body()).due(m.due_ms, now)).collect();
+        // The batch's first attempts share packs: one queue message (one billed request to send,
+        // receive and delete) for up to 50 deliveries.
+        let outgoing: Vec<_> = DeliveryMessage::pack(&messages, now)
+            .into_iter()
+            .map(|(body, due)| Outgoing::new(body).due(due, now))
+            .collect();
         self.engine.queue.send_all(&outgoing).await.map_err(|e| ProcessError::Failed(e.to_string()))?;
         metrics::counter!("delivery_messages_enqueued_total").increment(messages.len() as u64);
+        metrics::counter!("delivery_queue_messages_sent_total").increment(outgoing.len() as u64);
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! The queue half: pollers that receive delivery messages and hand each to the engine in its
-//! own task, bounded by `DELIVERY_MAX_IN_FLIGHT`. A message is acknowledged (deleted) only after
+//! own task, bounded by `DELIVERY_MAX_IN_FLIGHT` (a pack of deliveries counts once; each
+//! destination's own in-flight limit still holds). A message is acknowledged (deleted) only after
 //! the engine says its work is durable; on error it becomes visible again after a short
 //! back-off. Acknowledgements go out in lingering batches (one DeleteMessageBatch for up to ten).
 //! A delete that is late or lost is harmless: the message comes back and is dropped as stale.
@@ -97,19 +98,27 @@ async fn poll(engine: Arc<Engine>, slots: Arc<Semaphore>, acker: Acker, linger: 
 }
 
 async fn handle(engine: &Engine, m: Received, acker: &Acker) {
-    let msg = match DeliveryMessage::parse(&m.body) {
-        Ok(msg) => msg,
+    let jobs = match DeliveryMessage::parse_all(&m.body) {
+        Ok(jobs) => jobs,
         Err(e) => {
             // Left in place: after the redrive policy's receive count it lands in the DLQ.
             tracing::error!(error = %e, "unreadable delivery message");
             return;
         }
     };
-    match engine.handle(&msg, m.receive_count).await {
-        Ok(()) => acker.ack(m.receipt),
-        Err(e) => {
-            NotHandled { error: &e }.emit();
-            acker.nack(m.receipt, ERROR_BACKOFF_S);
-        }
+    // A pack's deliveries are attempted together (each destination still within its own limit).
+    // The message is acknowledged once every one is durable; if any failed, the whole message
+    // comes back, and on that redelivery each delivery already recorded is dropped as a
+    // duplicate by its record (receive count > 1), so only the unfinished ones are attempted.
+    let outcomes = futures::future::join_all(jobs.iter().map(|j| engine.handle(j, m.receive_count))).await;
+    let mut failed = false;
+    for e in outcomes.iter().filter_map(|r| r.as_ref().err()) {
+        NotHandled { error: e }.emit();
+        failed = true;
+    }
+    if failed {
+        acker.nack(m.receipt, ERROR_BACKOFF_S);
+    } else {
+        acker.ack(m.receipt);
     }
 }
