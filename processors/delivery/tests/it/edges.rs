@@ -201,3 +201,46 @@ async fn a_destination_created_a_moment_ago_gets_the_next_submission() {
     stop.cancel();
     worker.await.unwrap();
 }
+
+/// A pack (several deliveries in one queue message) is deleted only when every delivery in it is
+/// durable. Here one of two cannot be sent yet (its submission is not readable): the delivery
+/// that could is sent and recorded, the message comes back whole, and on its return the recorded
+/// delivery is dropped as a duplicate while the other is sent, each exactly once.
+#[tokio::test]
+async fn a_pack_comes_back_whole_and_only_its_unfinished_deliveries_are_sent() {
+    let stack = Stack::new("pack").await;
+    let rx = Receiver::start(None, always(200)).await;
+    let (dest, _) = stack.destination(&rx.url, fast_policy(&[1]), 5_000).await;
+    // The destination takes another form only, so the fan-out queues nothing of its own for
+    // these submissions: whatever reaches the receiver came through the pack.
+    let now = time::OffsetDateTime::now_utc();
+    let dest = stack
+        .store
+        .update_destination(stack.tenant(), &dest.id, &stack.keyring, now, "destination.updated", |d, _| {
+            d.forms = vec![formbridge_shared::FormId::parse("another-form").unwrap()]
+        })
+        .await
+        .unwrap();
+    let (ready, late) = (SubmissionId::new(), SubmissionId::new());
+    // `ready` travels inline; `late` must be read from the table, where it is not yet.
+    let mut a = stack.message(&ready, &dest, 1);
+    a.sub = formbridge_shared::delivery::message::InlineSubmission::from_item(&stack.stored_item(ready, 1)).unwrap();
+    let b = stack.message(&late, &dest, 1);
+    let packed = formbridge_shared::delivery::DeliveryMessage::pack(&[a, b], 0);
+    assert_eq!(packed.len(), 1, "both in one queue message");
+    let q = Queue::open(stack.aws.sqs.clone(), &stack.names.delivery_queue, "test").await.unwrap();
+    q.send_all(&[formbridge_shared::queue::Outgoing::new(packed[0].0.clone())]).await.unwrap();
+    let (stop, worker) = stack.start(stack.config());
+    stack.wait_for(&[ready], LIMIT, all_are(Status::Succeeded)).await;
+    assert!(stack.history(&late).await.is_empty(), "nothing recorded for the unreadable one");
+    // The submission arrives; only the pack, back after the worker's back-off (10 s), can send
+    // it: a pack acknowledged part-way would lose it.
+    stack.submit_as(late, 2).await;
+    stack.wait_for(&[late], LIMIT, all_are(Status::Succeeded)).await;
+    settle_for(Duration::from_secs(14)).await;
+    let got = rx.received();
+    let count = |id: &SubmissionId| got.iter().filter(|r| r.submission_id == id.to_string()).count();
+    assert_eq!((count(&ready), count(&late)), (1, 1), "each delivery sent once: {got:?}");
+    stop.cancel();
+    worker.await.unwrap();
+}

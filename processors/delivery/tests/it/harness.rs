@@ -125,6 +125,12 @@ impl Stack {
 
     /// Writes one submission with this id as the persister does.
     pub async fn submit_as(&self, id: SubmissionId, seed: u64) {
+        let item = self.stored_item(id, seed);
+        self.aws.dynamodb.put_item().table_name(&self.names.table).set_item(Some(item)).send().await.unwrap();
+    }
+
+    /// The item the persister would store for a submission with this id.
+    pub fn stored_item(&self, id: SubmissionId, seed: u64) -> formbridge_shared::attrs::Item {
         let serde_json::Value::Object(payload) = sample::text_heavy_payload(600, seed) else { unreachable!() };
         let m = QueueMessage {
             v: 1,
@@ -139,8 +145,7 @@ impl Stack {
             expires_at: 1_900_000_000,
             payload,
         };
-        let item = Submission::from_message(m).unwrap().to_item(&PayloadCodec::default());
-        self.aws.dynamodb.put_item().table_name(&self.names.table).set_item(Some(item)).send().await.unwrap();
+        Submission::from_message(m).unwrap().to_item(&PayloadCodec::default())
     }
 
     /// Writes a stored submission again, unchanged (a persister retry): a MODIFY, or nothing.
