@@ -10,7 +10,7 @@ use super::ConsumerConfig;
 /// How a worker reads the stream and holds its leases.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct StreamArgs {
-    /// A lease not renewed for this long (ms, on this worker's clock) is taken over.
+    /// A lease neither renewed nor checkpointed for this long (ms, on this worker's clock) is taken over.
     #[arg(long, env = "STREAM_FAILOVER_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(500..=600_000))]
     pub failover_ms: u64,
     /// Lease renewal interval (ms); default a third of the failover time.

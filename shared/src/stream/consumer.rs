@@ -27,7 +27,7 @@ pub struct ConsumerConfig {
     pub group: String,
     /// This worker's identity in the lease table.
     pub worker_id: String,
-    /// A lease whose counter has not moved for this long (on our clock) is expired.
+    /// A lease whose counter and checkpoint have not moved for this long (on our clock) is expired.
     pub failover: Duration,
     pub renew_every: Duration,
     pub take_every: Duration,
