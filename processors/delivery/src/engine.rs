@@ -225,9 +225,11 @@ impl Engine {
     ) -> Self {
         let health = HealthStore { client: store.client().clone(), table: store.table().to_owned() };
         Self {
+            // Kept past their freshness: a stale list is revalidated by its destination-set
+            // version (one small read) and listed again only when the version moved.
             destinations: moka::future::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(settings.destination_cache.max(Duration::from_millis(1)))
+                .time_to_idle(Duration::from_secs(600).max(settings.destination_cache))
                 .build(),
             health_cache: moka::future::Cache::builder()
                 .max_capacity(100_000)
@@ -246,23 +248,27 @@ impl Engine {
     }
 
     /// A tenant's destinations, as read no earlier than `fresh_since_ms` (a submission's
-    /// receive time: a destination created before it must be seen), else from the cache.
+    /// receive time: a destination created before it must be seen) and no older than
+    /// `DELIVERY_DESTINATION_CACHE_MS`, else from the cache. A list too old is revalidated by
+    /// its destination-set version ([`Self::refresh_destinations`]): a Query only when the
+    /// tenant's destinations changed.
     pub async fn destinations(
         &self,
         tenant: &TenantId,
         fresh_since_ms: u64,
     ) -> Result<Arc<DestinationList>, EngineError> {
+        let max_age = u64::try_from(self.settings.destination_cache.as_millis()).unwrap_or(u64::MAX);
+        let need = fresh_since_ms.max(now_ms().saturating_sub(max_age));
         if let Some(cached) = self.destinations.get(tenant).await {
-            if cached.fetched_ms >= fresh_since_ms {
+            if cached.fetched_ms >= need {
                 return Ok(cached);
             }
         }
-        let fetched_ms = now_ms();
-        let list = self.store.list_destinations(tenant).await.map_err(|e| EngineError::Destinations(e.to_string()))?;
-        usage::read(COMPONENT, 0, true);
-        let list = Arc::new(DestinationList { fetched_ms, version: None, list });
-        self.destinations.insert(tenant.clone(), list.clone()).await;
-        Ok(list)
+        self.refresh_destinations(&HashMap::from([(tenant.clone(), need)])).await?;
+        self.destinations
+            .get(tenant)
+            .await
+            .ok_or_else(|| EngineError::Destinations("the refreshed list was evicted at once".into()))
     }
 
     /// Makes every cached list fresh for submissions received up to the given times (tenant ->
