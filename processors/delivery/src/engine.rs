@@ -122,6 +122,9 @@ pub struct Engine {
     pub health: HealthStore,
     pub settings: EngineSettings,
     destinations: moka::future::Cache<TenantId, Arc<DestinationList>>,
+    /// One revalidation of a tenant's list at a time: the deliveries of a pack that find it
+    /// stale together wait for one read instead of each making its own.
+    revalidating: moka::future::Cache<TenantId, Arc<tokio::sync::Mutex<()>>>,
     health_cache: moka::future::Cache<(TenantId, DestinationId), Health>,
     slots: Mutex<HashMap<DestinationId, Arc<Semaphore>>>,
 }
@@ -231,6 +234,10 @@ impl Engine {
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(600).max(settings.destination_cache))
                 .build(),
+            revalidating: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(60))
+                .build(),
             health_cache: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(5))
@@ -259,10 +266,15 @@ impl Engine {
     ) -> Result<Arc<DestinationList>, EngineError> {
         let max_age = u64::try_from(self.settings.destination_cache.as_millis()).unwrap_or(u64::MAX);
         let need = fresh_since_ms.max(now_ms().saturating_sub(max_age));
-        if let Some(cached) = self.destinations.get(tenant).await {
-            if cached.fetched_ms >= need {
-                return Ok(cached);
-            }
+        let fresh = |c: &Option<Arc<DestinationList>>| c.as_ref().filter(|c| c.fetched_ms >= need).cloned();
+        if let Some(cached) = fresh(&self.destinations.get(tenant).await) {
+            return Ok(cached);
+        }
+        let lock = self.revalidating.get_with(tenant.clone(), async { Arc::default() }).await;
+        let _one_at_a_time = lock.lock().await;
+        // Another delivery may have revalidated it while this one waited.
+        if let Some(cached) = fresh(&self.destinations.get(tenant).await) {
+            return Ok(cached);
         }
         self.refresh_destinations(&HashMap::from([(tenant.clone(), need)])).await?;
         self.destinations

@@ -114,25 +114,28 @@ impl DeliveryMessage {
     }
 
     pub fn parse(body: &str) -> Result<Self, serde_json::Error> {
-        let m: Self = serde_json::from_str(body)?;
-        if !(1..=VERSION).contains(&m.v) {
-            return Err(serde::de::Error::custom(format!("unsupported version {}", m.v)));
+        serde_json::from_str::<Self>(body)?.supported()
+    }
+
+    fn supported(self) -> Result<Self, serde_json::Error> {
+        if !(1..=VERSION).contains(&self.v) {
+            return Err(serde::de::Error::custom(format!("unsupported version {}", self.v)));
         }
-        Ok(m)
+        Ok(self)
     }
 
     /// Every delivery in a queue message's body: one message, or a pack (`{"pack":[...]}`).
     pub fn parse_all(body: &str) -> Result<Vec<Self>, serde_json::Error> {
         #[derive(Deserialize)]
         struct Pack {
-            pack: Vec<serde_json::Value>,
+            pack: Vec<DeliveryMessage>,
         }
         if body.trim_start().starts_with("{\"pack\"") {
             let p: Pack = serde_json::from_str(body)?;
             if p.pack.is_empty() {
                 return Err(serde::de::Error::custom("an empty pack"));
             }
-            return p.pack.iter().map(|v| Self::parse(&v.to_string())).collect();
+            return p.pack.into_iter().map(Self::supported).collect();
         }
         Ok(vec![Self::parse(body)?])
     }
