@@ -35,6 +35,13 @@ pub struct Config {
     /// submissions: fewer requests per submission, first attempts up to this much later.
     #[arg(long, env = "DELIVERY_FANOUT_LINGER_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub fanout_linger_ms: u64,
+    /// The fan-out moves its stream checkpoint at most this often (ms; 0: after every read).
+    /// Its queue messages are deduplicated by the delivery records, so a worker that dies
+    /// replays at most this much of the stream, harmlessly; each checkpoint skipped is a write
+    /// unit spared. Below half of STREAM_FAILOVER_MS, since a moving checkpoint is the lease's
+    /// heartbeat.
+    #[arg(long, env = "DELIVERY_FANOUT_CHECKPOINT_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub fanout_checkpoint_ms: u64,
     /// Attempts in flight at once in this process, over all destinations.
     #[arg(long, env = "DELIVERY_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_in_flight: u32,
@@ -68,6 +75,13 @@ impl Config {
         self.resources.validate()?;
         self.stream.validate()?;
         self.keyring.load()?;
+        if self.fanout_checkpoint_ms * 2 >= self.stream.failover_ms {
+            return Err(ConfigError {
+                setting: "DELIVERY_FANOUT_CHECKPOINT_MS",
+                value: self.fanout_checkpoint_ms.to_string(),
+                rule: "must be below half of STREAM_FAILOVER_MS",
+            });
+        }
         if self.breaker_max_cooldown_s < self.breaker_cooldown_s {
             return Err(ConfigError {
                 setting: "DELIVERY_BREAKER_MAX_COOLDOWN_S",
@@ -81,6 +95,7 @@ impl Config {
     pub fn consumer(&self) -> ConsumerConfig {
         let mut c = self.stream.consumer(&self.group);
         c.linger = std::time::Duration::from_millis(self.fanout_linger_ms);
+        c.checkpoint_every = std::time::Duration::from_millis(self.fanout_checkpoint_ms);
         c
     }
 

@@ -67,6 +67,8 @@ pub enum EngineError {
     SubmissionMissing,
     #[error("cannot list the tenant's destinations: {0}")]
     Destinations(String),
+    #[error("cannot read the destination's health: {0}")]
+    Health(String),
 }
 
 /// Settings the engine needs (a subset of `Config`).
@@ -95,6 +97,23 @@ impl EngineSettings {
     fn cooldown(&self, trips: u32) -> Duration {
         self.breaker_cooldown.saturating_mul(1u32 << trips.min(20)).min(self.breaker_max_cooldown)
     }
+}
+
+type StampKey = (TenantId, DestinationId);
+
+/// The health a success is judged against: `read`, with the last success this process stamped
+/// (or is stamping) when that is newer. When `read` shows a healthy destination whose stamp is
+/// stale, the call claims the stamp, so the deliveries of a pack that succeed together write it
+/// once instead of once each.
+fn stamp_success(stamps: &Mutex<HashMap<StampKey, u64>>, key: StampKey, now_ms: u64, read: &Health) -> Health {
+    use formbridge_shared::delivery::health::{BreakerState, STAMP_FRESH_MS};
+    let mut stamps = stamps.lock().unwrap_or_else(|e| e.into_inner());
+    let newest = read.last_success_ms.max(stamps.get(&key).copied());
+    let healthy = read.state == BreakerState::Closed && read.consecutive_failures == 0;
+    if healthy && newest.is_none_or(|t| now_ms.saturating_sub(t) >= STAMP_FRESH_MS) {
+        stamps.insert(key, now_ms);
+    }
+    Health { last_success_ms: newest, ..read.clone() }
 }
 
 /// A stored submission's receive time, in ms since the epoch.
@@ -126,6 +145,9 @@ pub struct Engine {
     /// stale together wait for one read instead of each making its own.
     revalidating: moka::future::Cache<TenantId, Arc<tokio::sync::Mutex<()>>>,
     health_cache: moka::future::Cache<(TenantId, DestinationId), Health>,
+    /// When this process last stamped (or began stamping) a healthy destination's last success:
+    /// the deliveries of a pack that succeed together write the stamp once, not once each.
+    success_stamps: Mutex<HashMap<(TenantId, DestinationId), u64>>,
     slots: Mutex<HashMap<DestinationId, Arc<Semaphore>>>,
 }
 
@@ -242,6 +264,7 @@ impl Engine {
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(5))
                 .build(),
+            success_stamps: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             records: Records::new(store.clone(), COMPONENT),
             store,
@@ -336,14 +359,17 @@ impl Engine {
     }
 
     async fn health_of(&self, tenant: &TenantId, dest: &DestinationId) -> Result<Health, EngineError> {
+        // One read per destination when the cached health expires, however many deliveries of
+        // a pack ask at once (the cache coalesces them).
         let key = (tenant.clone(), *dest);
-        if let Some(h) = self.health_cache.get(&key).await {
-            return Ok(h);
-        }
-        let h = self.health.get(tenant, dest).await?;
-        usage::read(COMPONENT, 0, false);
-        self.health_cache.insert(key, h.clone()).await;
-        Ok(h)
+        self.health_cache
+            .try_get_with(key, async {
+                let h = self.health.get(tenant, dest).await?;
+                usage::read(COMPONENT, 0, false);
+                Ok::<_, aws_sdk_dynamodb::Error>(h)
+            })
+            .await
+            .map_err(|e| EngineError::Health(e.to_string()))
     }
 
     fn slot(&self, d: &Destination) -> Arc<Semaphore> {
@@ -648,7 +674,12 @@ impl Engine {
                     .map(|(h, t)| (h, t.map(|t| (t, rec.last_error.clone()))))
             }
             Verdict::Succeeded | Verdict::RetryClientError => {
-                self.health.success(&m.tenant, &dest.id, done, &r.health).await.map(|(h, t)| (h, t.map(|t| (t, None))))
+                let known = stamp_success(&self.success_stamps, (m.tenant.clone(), dest.id), done, &r.health);
+                let out = self.health.success(&m.tenant, &dest.id, done, &known).await;
+                if out.is_err() {
+                    self.success_stamps.lock().unwrap_or_else(|e| e.into_inner()).remove(&(m.tenant.clone(), dest.id));
+                }
+                out.map(|(h, t)| (h, t.map(|t| (t, None))))
             }
             Verdict::Gone | Verdict::Fail(_) => Ok((r.health.clone(), None)),
         };
@@ -833,6 +864,36 @@ mod tests {
     }
 
     const CAP: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_pack_of_successes_stamps_a_healthy_destination_once() {
+        use formbridge_shared::delivery::health::{BreakerState, STAMP_FRESH_MS};
+        let stamps = Mutex::new(HashMap::new());
+        let key = (TenantId::parse("t1").unwrap(), DestinationId::new());
+        let stale = Health { last_success_ms: Some(1_000), ..Health::default() };
+        let now = 1_000 + STAMP_FRESH_MS;
+        // Fifty deliveries of one pack succeed together, each having read the same stale health:
+        // the first writes the stamp, the others see it fresh and skip their writes.
+        let writes = (0..50)
+            .filter(|i| {
+                let known = stamp_success(&stamps, key.clone(), now + i, &stale);
+                known.last_success_ms.is_none_or(|t| now + i - t >= STAMP_FRESH_MS)
+            })
+            .count();
+        assert_eq!(writes, 1);
+        // A minute later the stamp is stale again: one more write.
+        let later = now + STAMP_FRESH_MS;
+        let known = stamp_success(&stamps, key.clone(), later, &stale);
+        assert_eq!(known.last_success_ms, Some(now));
+        let known = stamp_success(&stamps, key.clone(), later + 1, &stale);
+        assert_eq!(known.last_success_ms, Some(later));
+        // A destination with failures is never skipped: its success closes the breaker.
+        let failing = Health { consecutive_failures: 2, state: BreakerState::Closed, ..stale.clone() };
+        let k2 = (TenantId::parse("t2").unwrap(), DestinationId::new());
+        let first = stamp_success(&stamps, k2.clone(), now, &failing);
+        let second = stamp_success(&stamps, k2, now + 1, &failing);
+        assert_eq!((first.consecutive_failures, second.consecutive_failures), (2, 2));
+    }
 
     #[test]
     fn success_and_permanent_failures_end_the_delivery() {

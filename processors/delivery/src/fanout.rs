@@ -55,17 +55,18 @@ fn failed(e: EngineError) -> ProcessError {
 impl BatchProcessor for FanOut {
     async fn process(&self, records: &[Change], committer: &mut Committer<'_>) -> Result<(), ProcessError> {
         let shard = committer.shard().to_owned();
-        // A batch that may have been handled before (by a worker that died, or by this one when
-        // it failed part-way) marks its messages for the worker's duplicate check.
-        let recheck = committer.is_first_batch() || self.failed_before(&shard, None);
-        let r = self.fan_out(records, recheck).await;
+        // Records that may have been handled before (by a worker that died past its deferred
+        // checkpoint, or by this one when its last batch failed part-way) mark their messages
+        // for the worker's duplicate check.
+        let recheck_all = self.failed_before(&shard, None);
+        let r = self.fan_out(records, |c| recheck_all || committer.may_repeat(c)).await;
         self.failed_before(&shard, Some(r.is_err()));
         r
     }
 }
 
 impl FanOut {
-    async fn fan_out(&self, records: &[Change], recheck: bool) -> Result<(), ProcessError> {
+    async fn fan_out(&self, records: &[Change], recheck: impl Fn(&Change) -> bool) -> Result<(), ProcessError> {
         // Destination lists current for every submission in the batch, in one batched read.
         let mut wanted: HashMap<TenantId, u64> = HashMap::new();
         for c in records {
@@ -82,7 +83,7 @@ impl FanOut {
             else {
                 continue;
             };
-            messages.extend(self.engine.fan_out(new, tenant, *shard, *id, recheck).await.map_err(failed)?);
+            messages.extend(self.engine.fan_out(new, tenant, *shard, *id, recheck(c)).await.map_err(failed)?);
         }
         if messages.is_empty() {
             return Ok(());

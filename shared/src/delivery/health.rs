@@ -128,6 +128,9 @@ pub enum Transition {
     Recovered { failures_before: u32, paused_at_ms: Option<u64> },
 }
 
+/// A healthy destination's last-success stamp is rewritten at most this often.
+pub const STAMP_FRESH_MS: u64 = 60_000;
+
 #[derive(Debug, Clone)]
 pub struct HealthStore {
     pub client: aws_sdk_dynamodb::Client,
@@ -297,7 +300,7 @@ impl HealthStore {
         now_ms: u64,
         known: &Health,
     ) -> Result<(Health, Option<Transition>), DynErr> {
-        let fresh = known.last_success_ms.is_some_and(|t| now_ms.saturating_sub(t) < 60_000);
+        let fresh = known.last_success_ms.is_some_and(|t| now_ms.saturating_sub(t) < STAMP_FRESH_MS);
         if known.state == BreakerState::Closed && known.consecutive_failures == 0 && fresh {
             return Ok((known.clone(), None));
         }

@@ -39,10 +39,21 @@ pub struct ConsumerConfig {
     pub idle_max: Duration,
     /// Leases stolen from busier workers per balancing round.
     pub max_steals: usize,
-    /// After a batch smaller than `batch_size`, wait this long before the next GetRecords, so
-    /// the next batch gathers more records: fewer GetRecords calls and fewer commits (each a
-    /// transaction for a processor with side effects), for up to this much added latency.
+    /// The least time between two batches handed to the processor (and so between two commits).
+    /// Records that arrive sooner are gathered from further reads, `read_every` apart, and handed
+    /// over together once the linger has passed or `batch_size` is reached: fewer commits (each
+    /// one metric write per bucket for the aggregator), and no single large read that would hold
+    /// the engine. The first records after a quiet spell are handed over at once.
     pub linger: Duration,
+    /// While gathering within a linger, read the shard this often.
+    pub read_every: Duration,
+    /// Move the checkpoint at most this often (zero: after every batch). Only for a processor
+    /// whose work is idempotent when replayed (the delivery fan-out: its queue messages are
+    /// deduplicated by the delivery records), since a worker that dies replays up to this much;
+    /// each skipped checkpoint is a write spared. A deferred checkpoint is written once the
+    /// time has passed, when the shard goes quiet, and when the reader stops. Keep it well under
+    /// `failover`: a moving checkpoint is the lease's heartbeat.
+    pub checkpoint_every: Duration,
 }
 
 impl ConsumerConfig {
@@ -59,6 +70,8 @@ impl ConsumerConfig {
             idle_max: Duration::from_secs(2),
             max_steals: 1,
             linger: Duration::ZERO,
+            read_every: Duration::from_secs(1),
+            checkpoint_every: Duration::ZERO,
         }
     }
 }
@@ -439,13 +452,27 @@ async fn read_shard<S: StreamShards, P: BatchProcessor>(
         owner: &c.worker_id,
         checkpoint: lease.checkpoint.clone(),
         commits: 0,
+        reading_since_s: crate::clock::now_ms() as i64 / 1000,
     };
     let shard = lease.shard.as_str();
     let mut iterator: Option<String> = None;
     let mut idle = c.idle_min;
     let retry_pause = Duration::from_secs(1);
+    // Records read but not yet handed to the processor (see `ConsumerConfig::linger`), and when
+    // the last batch was handed over.
+    let mut gathered: Vec<Change> = Vec::new();
+    let mut last_handed: Option<tokio::time::Instant> = None;
+    // A handled record whose checkpoint is deferred (`ConsumerConfig::checkpoint_every`), and
+    // when the checkpoint last moved.
+    let mut deferred: Option<String> = None;
+    let mut last_commit = tokio::time::Instant::now();
     loop {
         if cancel.is_cancelled() {
+            if let Some(seq) = deferred.take() {
+                if let Err(CommitError::LeaseLost(_)) = committer.commit(Checkpoint::At(seq), Vec::new()).await {
+                    return ReaderEnd::Lost;
+                }
+            }
             return ReaderEnd::Stopped;
         }
         let it = match iterator.take() {
@@ -470,10 +497,16 @@ async fn read_shard<S: StreamShards, P: BatchProcessor>(
                 }
             },
         };
-        let page = match shared.stream.records(&it, c.batch_size).await {
+        let limit = (c.batch_size.max(1) as usize).saturating_sub(gathered.len()).max(1);
+        let page = match shared.stream.records(&it, limit as i32).await {
             Ok(p) => p,
-            Err(ShardError::ExpiredIterator) => continue,
+            Err(ShardError::ExpiredIterator) => {
+                // A fresh iterator starts at the checkpoint: what was gathered is read again.
+                gathered.clear();
+                continue;
+            }
             Err(ShardError::Trimmed) => {
+                gathered.clear();
                 shared.alarms.trimmed(&c.group, shard, committer.checkpoint()).await;
                 match shared.stream.iterator(shard, &Position::TrimHorizon).await {
                     Ok(it) => iterator = Some(it),
@@ -488,19 +521,42 @@ async fn read_shard<S: StreamShards, P: BatchProcessor>(
                 continue;
             }
         };
-        if let Some(last) = page.records.last().map(|r| r.seq.clone()) {
-            metrics::counter!("stream_records_total", "group" => c.group.clone()).increment(page.records.len() as u64);
-            let handled = match shared.processor.process(&page.records, &mut committer).await {
+        let read = page.records.len();
+        if read > 0 {
+            metrics::counter!("stream_records_total", "group" => c.group.clone()).increment(read as u64);
+            gathered.extend(page.records);
+        }
+        let since_last = last_handed.map(|t| t.elapsed());
+        let due = c.linger.is_zero()
+            || gathered.len() >= c.batch_size.max(1) as usize
+            || page.next.is_none()
+            || since_last.is_none_or(|d| d >= c.linger);
+        if let (Some(last), true) = (gathered.last().map(|r| r.seq.clone()), due) {
+            let commits = committer.commits;
+            let handled = match shared.processor.process(&gathered, &mut committer).await {
                 Ok(()) if *committer.checkpoint() == Checkpoint::At(last.clone()) => Ok(()),
+                Ok(()) if last_commit.elapsed() < c.checkpoint_every && page.next.is_some() => {
+                    deferred = Some(last);
+                    Ok(())
+                }
                 Ok(()) => committer.commit(Checkpoint::At(last), Vec::new()).await.map_err(ProcessError::from),
                 Err(e) => Err(e),
             };
+            let committed = committer.commits != commits;
+            if committed {
+                deferred = None;
+                last_commit = tokio::time::Instant::now();
+            }
+            let handed = std::mem::take(&mut gathered).len();
             match handled {
                 Ok(()) => {
-                    beat.beat();
+                    if committed {
+                        beat.beat();
+                    }
                     idle = c.idle_min;
-                    if !c.linger.is_zero() && page.records.len() < c.batch_size.max(1) as usize && page.next.is_some() {
-                        pause(&cancel, c.linger).await;
+                    last_handed = Some(tokio::time::Instant::now());
+                    if !c.linger.is_zero() && handed < c.batch_size.max(1) as usize && page.next.is_some() {
+                        pause(&cancel, c.read_every.min(c.linger)).await;
                     }
                 }
                 Err(ProcessError::LeaseLost) => {
@@ -510,11 +566,30 @@ async fn read_shard<S: StreamShards, P: BatchProcessor>(
                 Err(ProcessError::Failed(e)) => {
                     // Re-read from the checkpoint: whatever was not committed is handled again.
                     tracing::error!(shard, error = %e, "batch failed; retrying from the checkpoint");
+                    deferred = None;
                     pause(&cancel, retry_pause).await;
                     continue;
                 }
             }
-        } else if page.next.is_some() {
+        } else if !gathered.is_empty() {
+            // Gathering: read again within the linger, never past it.
+            let left = c.linger.saturating_sub(since_last.unwrap_or_default());
+            pause(&cancel, c.read_every.min(left)).await;
+        } else if page.next.is_some() && read == 0 {
+            // Quiet: a deferred checkpoint is written now (once its time has passed).
+            if let Some(seq) = deferred.take_if(|_| last_commit.elapsed() >= c.checkpoint_every) {
+                match committer.commit(Checkpoint::At(seq.clone()), Vec::new()).await {
+                    Ok(()) => {
+                        last_commit = tokio::time::Instant::now();
+                        beat.beat();
+                    }
+                    Err(CommitError::LeaseLost(_)) => return ReaderEnd::Lost,
+                    Err(e) => {
+                        tracing::warn!(shard, error = %e, "could not write a deferred checkpoint; retrying");
+                        deferred = Some(seq);
+                    }
+                }
+            }
             pause(&cancel, idle).await;
             idle = (idle * 2).min(c.idle_max);
         }

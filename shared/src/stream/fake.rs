@@ -30,6 +30,8 @@ struct FakeState {
     generation: u64,
     /// GetRecords calls served, for tests of idle back-off and of who read what.
     pub calls: HashMap<String, u64>,
+    /// The most records one GetRecords call returned, per shard.
+    pub largest: HashMap<String, usize>,
 }
 
 impl FakeStream {
@@ -71,6 +73,11 @@ impl FakeStream {
     /// Expires every iterator handed out so far, as 15 minutes without a read would.
     pub fn expire_iterators(&self) {
         self.inner.lock().expect("fake lock").generation += 1;
+    }
+
+    /// The most records a single read of `shard` returned so far.
+    pub fn largest_read(&self, shard: &str) -> usize {
+        self.inner.lock().expect("fake lock").largest.get(shard).copied().unwrap_or(0)
     }
 
     pub fn calls(&self, shard: &str) -> u64 {
@@ -121,6 +128,8 @@ impl StreamShards for FakeStream {
         let end = (idx + usize::try_from(limit).unwrap_or(1000)).min(sh.records.len());
         let records = sh.records[idx..end].to_vec();
         let next = if sh.closed && end == sh.records.len() { None } else { Some(format!("{shard}@{end}/{current}")) };
+        let largest = s.largest.entry(shard.to_owned()).or_default();
+        *largest = (*largest).max(records.len());
         Ok(Page { records, next })
     }
 }

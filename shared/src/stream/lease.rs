@@ -225,7 +225,12 @@ pub struct Committer<'a> {
     pub(crate) owner: &'a str,
     pub(crate) checkpoint: Checkpoint,
     pub(crate) commits: u32,
+    /// When this worker began reading the shard under its lease (epoch seconds, our clock).
+    pub(crate) reading_since_s: i64,
 }
+
+/// Clock skew allowed between the stream's record timestamps and ours, and their rounding.
+const CREATED_MARGIN_S: i64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -247,9 +252,25 @@ impl<'a> Committer<'a> {
         self.commits == 0
     }
 
+    /// Whether `record` may have been handled before, by a worker that held this lease earlier
+    /// and died (or stopped) past its last checkpoint. A consumer may defer its checkpoints
+    /// (`ConsumerConfig::checkpoint_every`), so that can be more than the first batch: any
+    /// record the stream had before this worker began reading (with a margin for clock skew).
+    /// Records without a timestamp are judged by `is_first_batch`.
+    pub fn may_repeat(&self, record: &super::Change) -> bool {
+        self.is_first_batch() || record.created_s.is_none_or(|s| s <= self.reading_since_s + CREATED_MARGIN_S)
+    }
+
     /// A committer outside a running consumer (tests and tools).
     pub fn for_tests(leases: &'a LeaseTable, shard: &'a str, owner: &'a str, checkpoint: Checkpoint) -> Self {
-        Committer { leases, shard, owner, checkpoint, commits: 0 }
+        Committer {
+            leases,
+            shard,
+            owner,
+            checkpoint,
+            commits: 0,
+            reading_since_s: crate::clock::now_ms() as i64 / 1000,
+        }
     }
 
     pub fn shard(&self) -> &str {

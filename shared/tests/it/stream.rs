@@ -22,6 +22,8 @@ struct Recorder {
     frozen: Mutex<Vec<String>>,
     delay: Duration,
     batches: std::sync::atomic::AtomicUsize,
+    /// The most records handed over in one batch.
+    largest: std::sync::atomic::AtomicUsize,
 }
 
 impl BatchProcessor for Recorder {
@@ -32,6 +34,7 @@ impl BatchProcessor for Recorder {
         }
         tokio::time::sleep(self.delay).await;
         self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.largest.fetch_max(records.len(), std::sync::atomic::Ordering::Relaxed);
         let mut log = self.log.lock().unwrap();
         for r in records {
             log.push((me.clone(), r.seq.clone()));
@@ -118,6 +121,40 @@ async fn lingering_gathers_a_trickle_of_records_into_few_batches() {
     let batches = p.batches.load(std::sync::atomic::Ordering::Relaxed);
     assert!(batches <= 10, "{batches} batches for 40 records with an 800 ms linger");
     assert_eq!(p.seqs().len(), 40, "every record exactly once");
+}
+
+#[tokio::test]
+async fn a_lingering_reader_reads_small_and_often_and_hands_over_together() {
+    // The aggregator lingers 10 s between commits. One read of everything that arrived in those
+    // 10 s holds the local engine for the whole answer (every other process waits behind it), so
+    // the reader gathers the records from small reads instead.
+    let stream = FakeStream::new();
+    stream.add_shard("only", None);
+    let table = leases().await;
+    let p = Arc::new(Recorder::default());
+    let mut config = fast("test", "w1");
+    config.batch_size = 1000;
+    config.linger = Duration::from_millis(1500);
+    config.read_every = Duration::from_millis(100);
+    let (token, h) = start(&stream, &table, &p, config);
+    // 60 records, one every 40 ms: 2.4 s of trickle.
+    for _ in 0..60 {
+        stream.push("only", change());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    until("all records", 30, || p.seqs().len() >= 60).await;
+    token.cancel();
+    h.await.unwrap();
+    let batches = p.batches.load(std::sync::atomic::Ordering::Relaxed);
+    let largest_batch = p.largest.load(std::sync::atomic::Ordering::Relaxed);
+    let largest_read = stream.largest_read("only");
+    assert!(batches <= 4, "{batches} batches for 60 records over 2.4 s with a 1.5 s linger");
+    assert!(largest_batch >= 20, "the batches gathered several reads: largest {largest_batch}");
+    assert!(
+        largest_read * 2 < largest_batch,
+        "reads stay small while a batch gathers ({largest_read}-record read, {largest_batch}-record batch)"
+    );
+    assert_eq!(p.seqs().len(), 60, "every record exactly once");
 }
 
 #[tokio::test]
@@ -230,6 +267,60 @@ async fn a_busy_readers_checkpoints_are_its_heartbeat() {
         t.cancel();
         h.await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_deferred_checkpoint_trails_a_busy_reader_and_lands_when_it_goes_quiet_or_stops() {
+    let stream = FakeStream::new();
+    stream.add_shard("only", None);
+    let table = leases().await;
+    let p = Arc::new(Recorder::default());
+    let mut config = fast("test", "w1");
+    config.checkpoint_every = Duration::from_millis(700);
+    let (token, h) = start(&stream, &table, &p, config);
+    // 1.5 s of records, one every 50 ms, read in batches of at most 3: a checkpoint per batch
+    // would move it more than ten times; deferred, it moves every 700 ms.
+    let pusher = {
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let mut last = String::new();
+            for _ in 0..30 {
+                last = stream.push("only", change());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            last
+        })
+    };
+    let mut seen_checkpoints = std::collections::HashSet::new();
+    while !pusher.is_finished() || p.seqs().len() < 30 {
+        if let Some(l) = table.list().await.unwrap().pop() {
+            seen_checkpoints.insert(format!("{:?}", l.checkpoint));
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let last = pusher.await.unwrap();
+    let batches = p.batches.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(batches >= 10, "{batches} batches");
+    assert!(
+        seen_checkpoints.len() <= 5,
+        "the checkpoint moved through {} values over {batches} batches: {seen_checkpoints:?}",
+        seen_checkpoints.len()
+    );
+    // Quiet: the deferred checkpoint lands on the last record.
+    let at_last = Checkpoint::At(last);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while table.list().await.unwrap()[0].checkpoint != at_last {
+        assert!(Instant::now() < deadline, "the deferred checkpoint never landed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A reader that stops writes what it deferred.
+    let last = stream.push("only", change());
+    until("the last record", 30, || p.seqs().len() == 31).await;
+    token.cancel();
+    h.await.unwrap();
+    assert_eq!(p.seqs().len(), 31, "every record once, none replayed");
+    let lease = table.list().await.unwrap().pop().unwrap();
+    assert_eq!(lease.checkpoint, Checkpoint::At(last), "stopping wrote the deferred checkpoint");
 }
 
 #[tokio::test]

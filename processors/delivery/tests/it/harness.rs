@@ -68,6 +68,7 @@ impl Stack {
         c.stream.idle_min_ms = 50;
         c.stream.idle_max_ms = 200;
         c.fanout_linger_ms = 50;
+        c.fanout_checkpoint_ms = 300;
         c
     }
 

@@ -110,6 +110,7 @@ fn worker_binary(stack: &Stack) -> Proc {
         .env("DELIVERY_ALLOW_LOOPBACK", "true")
         .env("DELIVERY_POLLERS", "1")
         .env("STREAM_FAILOVER_MS", "1000")
+        .env("DELIVERY_FANOUT_CHECKPOINT_MS", "300")
         .env("STREAM_TAKE_MS", "300")
         .env("STREAM_DISCOVER_MS", "300")
         .env("STREAM_BATCH_SIZE", "5")
