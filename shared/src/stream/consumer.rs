@@ -382,7 +382,17 @@ impl<S: StreamShards + Clone, P: BatchProcessor> Worker<S, P> {
                 tracing::info!(shard = %lease.shard, checkpoint = %lease.checkpoint.encode(), "lease taken");
                 let cancel = CancellationToken::new();
                 let beat = Arc::new(Heartbeat::new());
-                let task = tokio::spawn(read_shard(self.shared.clone(), lease.clone(), cancel.clone(), beat.clone()));
+                // A lease that had an owner may have had records handled past its checkpoint
+                // (a deferred checkpoint that never landed); a free one was released after its
+                // owner wrote what it had deferred, or is new.
+                let inherited = l.owner.is_some();
+                let task = tokio::spawn(read_shard(
+                    self.shared.clone(),
+                    lease.clone(),
+                    inherited,
+                    cancel.clone(),
+                    beat.clone(),
+                ));
                 self.held.insert(lease.shard.clone(), Held { lease, cancel, task, beat });
                 true
             }
@@ -442,6 +452,7 @@ async fn pause(cancel: &CancellationToken, d: Duration) {
 async fn read_shard<S: StreamShards, P: BatchProcessor>(
     shared: Arc<Shared<S, P>>,
     lease: Lease,
+    inherited: bool,
     cancel: CancellationToken,
     beat: Arc<Heartbeat>,
 ) -> ReaderEnd {
@@ -452,7 +463,7 @@ async fn read_shard<S: StreamShards, P: BatchProcessor>(
         owner: &c.worker_id,
         checkpoint: lease.checkpoint.clone(),
         commits: 0,
-        reading_since_s: crate::clock::now_ms() as i64 / 1000,
+        reading_since_s: inherited.then(|| crate::clock::now_ms() as i64 / 1000),
     };
     let shard = lease.shard.as_str();
     let mut iterator: Option<String> = None;
@@ -469,7 +480,10 @@ async fn read_shard<S: StreamShards, P: BatchProcessor>(
     loop {
         if cancel.is_cancelled() {
             if let Some(seq) = deferred.take() {
-                if let Err(CommitError::LeaseLost(_)) = committer.commit(Checkpoint::At(seq), Vec::new()).await {
+                if let Err(e) = committer.commit(Checkpoint::At(seq), Vec::new()).await {
+                    // Not released, then: the next owner takes it over as inherited and
+                    // rechecks what this reader handled past the checkpoint.
+                    tracing::warn!(shard, error = %e, "could not write the deferred checkpoint on stopping");
                     return ReaderEnd::Lost;
                 }
             }

@@ -225,12 +225,15 @@ pub struct Committer<'a> {
     pub(crate) owner: &'a str,
     pub(crate) checkpoint: Checkpoint,
     pub(crate) commits: u32,
-    /// When this worker began reading the shard under its lease (epoch seconds, our clock).
-    pub(crate) reading_since_s: i64,
+    /// When this worker began reading the shard (epoch seconds, our clock), if it took the lease
+    /// over from an owner (which may have handled records past the checkpoint); `None` for a
+    /// lease that was free (new, or released after its deferred checkpoint was written).
+    pub(crate) reading_since_s: Option<i64>,
 }
 
-/// Clock skew allowed between the stream's record timestamps and ours, and their rounding.
-const CREATED_MARGIN_S: i64 = 5;
+/// Clock skew allowed between the stream's record timestamps (whole seconds) and ours, and their
+/// rounding. A record this close to the start of reading is rechecked: one more read each.
+const CREATED_MARGIN_S: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -255,22 +258,16 @@ impl<'a> Committer<'a> {
     /// Whether `record` may have been handled before, by a worker that held this lease earlier
     /// and died (or stopped) past its last checkpoint. A consumer may defer its checkpoints
     /// (`ConsumerConfig::checkpoint_every`), so that can be more than the first batch: any
-    /// record the stream had before this worker began reading (with a margin for clock skew).
-    /// Records without a timestamp are judged by `is_first_batch`.
+    /// record the stream had before this worker began reading a lease it took over from another
+    /// owner (with a margin for clock skew). A free lease repeats nothing: it is new, or its
+    /// owner wrote its deferred checkpoint before releasing it (one that could not keeps it).
     pub fn may_repeat(&self, record: &super::Change) -> bool {
-        self.is_first_batch() || record.created_s.is_none_or(|s| s <= self.reading_since_s + CREATED_MARGIN_S)
+        self.reading_since_s.is_some_and(|since| record.created_s.is_none_or(|s| s <= since + CREATED_MARGIN_S))
     }
 
     /// A committer outside a running consumer (tests and tools).
     pub fn for_tests(leases: &'a LeaseTable, shard: &'a str, owner: &'a str, checkpoint: Checkpoint) -> Self {
-        Committer {
-            leases,
-            shard,
-            owner,
-            checkpoint,
-            commits: 0,
-            reading_since_s: crate::clock::now_ms() as i64 / 1000,
-        }
+        Committer { leases, shard, owner, checkpoint, commits: 0, reading_since_s: None }
     }
 
     pub fn shard(&self) -> &str {

@@ -24,6 +24,8 @@ struct Recorder {
     batches: std::sync::atomic::AtomicUsize,
     /// The most records handed over in one batch.
     largest: std::sync::atomic::AtomicUsize,
+    /// (worker, seq, may_repeat) of every record handled.
+    repeats: Mutex<Vec<(String, String, bool)>>,
 }
 
 impl BatchProcessor for Recorder {
@@ -36,8 +38,10 @@ impl BatchProcessor for Recorder {
         self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.largest.fetch_max(records.len(), std::sync::atomic::Ordering::Relaxed);
         let mut log = self.log.lock().unwrap();
+        let mut repeats = self.repeats.lock().unwrap();
         for r in records {
             log.push((me.clone(), r.seq.clone()));
+            repeats.push((me.clone(), r.seq.clone(), committer.may_repeat(r)));
         }
         Ok(())
     }
@@ -321,6 +325,48 @@ async fn a_deferred_checkpoint_trails_a_busy_reader_and_lands_when_it_goes_quiet
     assert_eq!(p.seqs().len(), 31, "every record once, none replayed");
     let lease = table.list().await.unwrap().pop().unwrap();
     assert_eq!(lease.checkpoint, Checkpoint::At(last), "stopping wrote the deferred checkpoint");
+}
+
+#[tokio::test]
+async fn a_lease_taken_from_a_dead_worker_marks_what_it_may_have_handled_as_repeats() {
+    let stream = FakeStream::new();
+    stream.add_shard("only", None);
+    let table = leases().await;
+    let p = Arc::new(Recorder::default());
+    let stamped = || Change { created_s: Some(formbridge_shared::clock::now_ms() as i64 / 1000), ..change() };
+    // w1 defers its checkpoint long past the test: it handles 12 records and dies (its task is
+    // dropped: no stop, no deferred checkpoint, no release).
+    let mut c1 = fast("test", "w1");
+    c1.checkpoint_every = Duration::from_secs(60);
+    c1.failover = Duration::from_secs(60);
+    let (_t1, h1) = start(&stream, &table, &p, c1);
+    for _ in 0..12 {
+        stream.push("only", stamped());
+    }
+    until("w1 handles every record", 30, || p.by("w1") == 12).await;
+    let w1_saw: Vec<(String, String, bool)> = p.repeats.lock().unwrap().clone();
+    assert!(w1_saw.iter().all(|(_, _, r)| !r), "a new lease repeats nothing: {w1_saw:?}");
+    h1.abort();
+    let _ = h1.await;
+    // w2 takes the expired lease and reads from the old checkpoint: every record w1 handled is
+    // a possible repeat, however many batches past the first; records that arrive well after
+    // w2 began are not.
+    let (t2, h2) = start(&stream, &table, &p, fast("test", "w2"));
+    until("w2 re-handles w1's records", 30, || p.by("w2") >= 12).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let late: Vec<String> = (0..3).map(|_| stream.push("only", stamped())).collect();
+    until("w2 handles the late records", 30, || p.by("w2") == 15).await;
+    t2.cancel();
+    h2.await.unwrap();
+    let w2: Vec<(String, bool)> =
+        p.repeats.lock().unwrap().iter().filter(|(w, _, _)| w == "w2").map(|(_, s, r)| (s.clone(), *r)).collect();
+    for (seq, repeat) in &w2 {
+        if late.contains(seq) {
+            assert!(!repeat, "{seq} arrived after w2 began: {w2:?}");
+        } else {
+            assert!(repeat, "{seq} may have been handled by w1: {w2:?}");
+        }
+    }
 }
 
 #[tokio::test]
