@@ -189,6 +189,21 @@ pub fn unknown_site_failures(domain: Option<&SiteDomain>, minute: OffsetDateTime
     key(format!("SECURITY#{}", m.date()), format!("AUTHFAIL#{}T{:02}:{:02}#{d}", m.date(), m.hour(), m.minute()))
 }
 
+// ---- API keys ------------------------------------------------------------------------------
+
+/// A tenant API key, found by its keyed hash: authenticating a request is one GetItem. (Not a
+/// stream entity: `Entity::classify` calls it `Unknown`, and no consumer acts on it.)
+pub fn api_key(hash: &str) -> ItemKey {
+    key(format!("APIKEY#{hash}"), "APIKEY".to_owned())
+}
+
+/// A tenant's listing of an API key that covers it (the key's id and hash, never the key).
+pub fn tenant_api_key(tenant: &TenantId, id: &ulid::Ulid) -> ItemKey {
+    key(tenant_pk(tenant), format!("{TENANT_API_KEY_SK_PREFIX}{id}"))
+}
+
+pub const TENANT_API_KEY_SK_PREFIX: &str = "APIKEY#";
+
 // ---- control table -------------------------------------------------------------------------
 
 /// A stream-shard lease of one consumer group (control table).

@@ -2,6 +2,7 @@
 //! keys, the payload codec, write sharding, request-unit arithmetic, the queue message and item
 //! formats, the AWS client factory and the resource bootstrap.
 
+pub mod apikey;
 pub mod attrs;
 pub mod audit;
 pub mod aws;
@@ -11,6 +12,7 @@ pub mod buckets;
 pub mod capacity;
 pub mod clock;
 pub mod codec;
+pub mod cursor;
 pub mod delivery;
 pub mod destination;
 pub mod domain;

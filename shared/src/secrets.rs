@@ -74,6 +74,17 @@ pub enum SecretError {
 #[derive(Clone)]
 pub struct Keyring {
     keys: Vec<(String, Aes256Gcm)>,
+    /// Per master key, a key for keyed lookup hashes (HMAC-SHA256), derived from it, so a
+    /// credential can be found by its hash without being stored.
+    lookups: Vec<(String, [u8; 32])>,
+}
+
+/// HMAC-SHA256 of `data` under `key`.
+fn hmac256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
 
 impl fmt::Debug for Keyring {
@@ -88,6 +99,7 @@ impl Keyring {
     pub fn parse(spec: &str, setting: &'static str) -> Result<Self, ConfigError> {
         let bad = |rule| ConfigError { setting, value: "<redacted>".into(), rule };
         let mut keys = Vec::new();
+        let mut lookups = Vec::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (id, b64) = part.split_once(':').ok_or_else(|| bad("each key is key-id:base64"))?;
             if id.is_empty() || id.len() > 16 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
@@ -101,11 +113,12 @@ impl Keyring {
                 return Err(bad("key ids must be unique"));
             }
             keys.push((id.to_owned(), Aes256Gcm::new_from_slice(&key).map_err(|_| bad("a key is 32 bytes"))?));
+            lookups.push((id.to_owned(), hmac256(&key, b"formbridge lookup-hash key v1")));
         }
         if keys.is_empty() {
             return Err(bad("at least one master key is required"));
         }
-        Ok(Self { keys })
+        Ok(Self { keys, lookups })
     }
 
     /// A fresh key spec (`k1:<base64>`), for local set-ups and tests.
@@ -143,6 +156,36 @@ impl Keyring {
         cipher
             .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: owner.as_bytes() })
             .map_err(|_| SecretError::Open)
+    }
+
+    /// Keyed hashes of `data` for `purpose` (base64url), one per master key, the sealing key's
+    /// first: a credential stored by its hash under the current key is still found after a new
+    /// master key is put first.
+    pub fn lookup_hashes(&self, purpose: &str, data: &[u8]) -> Vec<(&str, String)> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        self.lookups
+            .iter()
+            .map(|(id, key)| {
+                (id.as_str(), URL_SAFE_NO_PAD.encode(hmac256(key, &[purpose.as_bytes(), &[0], data].concat())))
+            })
+            .collect()
+    }
+
+    /// A MAC of `data` for `purpose` under the first master key's derived key.
+    pub fn mac(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
+        let (_, key) = self.lookups.first().expect("a keyring has at least one key");
+        hmac256(key, &[purpose.as_bytes(), &[0], data].concat())
+    }
+
+    /// Whether `tag` is the MAC of `data` for `purpose` under any master key (constant time per key).
+    pub fn verify_mac(&self, purpose: &str, data: &[u8], tag: &[u8]) -> bool {
+        use hmac::{KeyInit, Mac};
+        let msg = [purpose.as_bytes(), &[0], data].concat();
+        self.lookups.iter().any(|(_, key)| {
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+            mac.update(&msg);
+            mac.verify_truncated_left(tag).is_ok()
+        })
     }
 
     pub fn seal_secret(&self, secret: &SigningSecret, owner: &str) -> String {

@@ -115,6 +115,24 @@ impl DataStore {
         &self.table
     }
 
+    /// One item by key.
+    pub(crate) async fn get_item(
+        &self,
+        key: &keys::ItemKey,
+        consistent: bool,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, aws_sdk_dynamodb::Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(keys::PK, AttributeValue::S(key.pk.clone()))
+            .key(keys::SK, AttributeValue::S(key.sk.clone()))
+            .consistent_read(consistent)
+            .send()
+            .await?;
+        Ok(out.item)
+    }
+
     pub(crate) async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), aws_sdk_dynamodb::Error> {
         self.client()
             .transact_write_items()

@@ -43,6 +43,9 @@ enum Command {
     /// Delivery destinations of tenants (webhooks, Slack).
     #[command(subcommand)]
     Destination(DestinationCommand),
+    /// API keys of the tenant API: one key covers the tenants listed on it (an agency's).
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
     /// Deliveries: history, destination health, replay.
     #[command(subcommand)]
     Delivery(DeliveryCommand),
@@ -69,6 +72,94 @@ enum Command {
     /// webhook receiver standing in for a destination.
     #[command(subcommand)]
     Demo(DemoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key covering these tenants, printed once (stored only as a keyed hash).
+    Create {
+        /// A tenant the key covers (repeat for an agency key).
+        #[arg(long = "tenant", required = true)]
+        tenants: Vec<TenantId>,
+        /// What the key is for, shown in listings and audit events.
+        #[arg(long)]
+        name: String,
+    },
+    /// The keys covering a tenant (ids, names, state; never a key).
+    List {
+        #[arg(long)]
+        tenant: TenantId,
+    },
+    /// Revoke a key at once, for every tenant it covers.
+    Revoke {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        id: String,
+    },
+    /// Replace a key with a new one (printed once); the old one keeps working for the grace period.
+    Rotate {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        id: String,
+        /// How long the old key keeps working, e.g. 24h, 30m, 0s.
+        #[arg(long, default_value = "24h", value_parser = grace_parser)]
+        grace: std::time::Duration,
+    },
+}
+
+fn grace_parser(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))?;
+    if d > std::time::Duration::from_secs(30 * 86_400) {
+        return Err(format!("{s:?}: at most 30 days"));
+    }
+    Ok(d)
+}
+
+async fn api_key_command(store: &DataStore, keyring: &KeyringArgs, cmd: ApiKeyCommand) -> Result<Value> {
+    let now = OffsetDateTime::now_utc();
+    let rfc3339 = |ms: u64| {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+    };
+    Ok(match cmd {
+        ApiKeyCommand::Create { tenants, name } => {
+            let (key, info) = store.create_api_key(&tenants, &name, &keyring.load()?, now).await?;
+            json!({ "api_key": key.expose(), "key": info, "note": "the key is shown only now; it is stored only as a keyed hash" })
+        }
+        ApiKeyCommand::List { tenant } => {
+            let now_ms = formbridge_shared::site::ms(now);
+            let keys: Vec<Value> = store
+                .list_api_keys(&tenant)
+                .await?
+                .into_iter()
+                .map(|k| {
+                    let active = k.active_at(now_ms);
+                    let mut v = serde_json::to_value(k).unwrap_or(Value::Null);
+                    v["active"] = json!(active);
+                    v
+                })
+                .collect();
+            json!({ "tenant": tenant, "api_keys": keys })
+        }
+        ApiKeyCommand::Revoke { tenant, id } => {
+            store.revoke_api_key(&tenant, &id, now).await?;
+            json!({ "revoked": id })
+        }
+        ApiKeyCommand::Rotate { tenant, id, grace } => {
+            let (key, info) = store.rotate_api_key(&tenant, &id, grace, &keyring.load()?, now).await?;
+            let until = formbridge_shared::site::ms(now) + u64::try_from(grace.as_millis()).unwrap_or(0);
+            json!({
+                "api_key": key.expose(),
+                "key": info,
+                "previous_key": id,
+                "previous_key_valid_until": rfc3339(until),
+                "note": "the new key is shown only now"
+            })
+        }
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -701,6 +792,7 @@ async fn execute(cli: Cli) -> Result<Value> {
             serde_json::to_value(store.grow_shards(&id, count, now_ms()).await.context("--count")?)?
         }
         Command::Site(cmd) => site_command(&store, &cli.keyring, cmd).await?,
+        Command::ApiKey(cmd) => api_key_command(&store, &cli.keyring, cmd).await?,
         Command::Destination(cmd) => destination_command(&store, &cli.keyring, cmd).await?,
         Command::Metrics { tenant, form, granularity, last } => {
             let now = OffsetDateTime::now_utc();

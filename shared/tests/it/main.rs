@@ -1,8 +1,10 @@
 //! Integration tests of the data layer: schema fixtures, and the bootstrap and store against the
 //! local engine (started by ./deploy/local/test.sh).
 
+mod api_keys;
 mod aws_requests;
 mod destinations;
 mod schemas;
 mod stack;
 mod stream;
+mod support;
