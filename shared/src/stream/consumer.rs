@@ -442,6 +442,12 @@ fn position(c: &Checkpoint) -> Position {
     }
 }
 
+/// Where a reader resumes: after the last record it handled, which is the deferred checkpoint
+/// when there is one.
+fn from_handled(committed: &Checkpoint, deferred: &Option<String>) -> Checkpoint {
+    deferred.clone().map_or_else(|| committed.clone(), Checkpoint::At)
+}
+
 async fn pause(cancel: &CancellationToken, d: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
@@ -491,25 +497,28 @@ async fn read_shard<S: StreamShards, P: BatchProcessor>(
         }
         let it = match iterator.take() {
             Some(it) => it,
-            // Always from the last handled record (or the shard's start), never LATEST.
-            None => match shared.stream.iterator(shard, &position(committer.checkpoint())).await {
-                Ok(it) => it,
-                Err(ShardError::Trimmed) => {
-                    shared.alarms.trimmed(&c.group, shard, committer.checkpoint()).await;
-                    match shared.stream.iterator(shard, &Position::TrimHorizon).await {
-                        Ok(it) => it,
-                        Err(_) => {
-                            pause(&cancel, retry_pause).await;
-                            continue;
+            // Always from the last handled record (or the shard's start), never LATEST: a
+            // deferred checkpoint is ahead of the committed one.
+            None => {
+                match shared.stream.iterator(shard, &position(&from_handled(committer.checkpoint(), &deferred))).await {
+                    Ok(it) => it,
+                    Err(ShardError::Trimmed) => {
+                        shared.alarms.trimmed(&c.group, shard, committer.checkpoint()).await;
+                        match shared.stream.iterator(shard, &Position::TrimHorizon).await {
+                            Ok(it) => it,
+                            Err(_) => {
+                                pause(&cancel, retry_pause).await;
+                                continue;
+                            }
                         }
                     }
+                    Err(e) => {
+                        tracing::warn!(shard, error = %e, "could not get a shard iterator");
+                        pause(&cancel, retry_pause).await;
+                        continue;
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(shard, error = %e, "could not get a shard iterator");
-                    pause(&cancel, retry_pause).await;
-                    continue;
-                }
-            },
+            }
         };
         let limit = (c.batch_size.max(1) as usize).saturating_sub(gathered.len()).max(1);
         let page = match shared.stream.records(&it, limit as i32).await {
