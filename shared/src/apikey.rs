@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::RngCore;
@@ -287,68 +287,25 @@ impl DataStore {
 
     /// The keys that cover `tenant`, newest first (revoked and rotated ones included, marked).
     pub async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyInfo>, ApiKeyError> {
-        let mut hashes = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client()
-                .query()
-                .table_name(self.table())
-                .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
-                .expression_attribute_values(":pk", attrs::s(keys::tenant_pk(tenant)))
-                .expression_attribute_values(":p", attrs::s(keys::TENANT_API_KEY_SK_PREFIX))
-                .scan_index_forward(false)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(dynamo)?;
-            for i in page.items() {
-                hashes.push(Attrs(i).s(ak::HASH)?.to_owned());
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
-        let mut out = Vec::new();
-        for chunk in hashes.chunks(100) {
-            let mut want: Vec<_> = chunk
-                .iter()
-                .map(|h| {
-                    let k = keys::api_key(h);
-                    HashMap::from([(keys::PK.to_owned(), attrs::s(k.pk)), (keys::SK.to_owned(), attrs::s(k.sk))])
-                })
-                .collect();
-            for _ in 0..8 {
-                if want.is_empty() {
-                    break;
-                }
-                let r = self
-                    .client()
-                    .batch_get_item()
-                    .request_items(
-                        self.table(),
-                        KeysAndAttributes::builder()
-                            .set_keys(Some(std::mem::take(&mut want)))
-                            .build()
-                            .expect("keys set"),
-                    )
-                    .send()
-                    .await
-                    .map_err(dynamo)?;
-                for item in r.responses().and_then(|m| m.get(self.table())).into_iter().flatten() {
-                    out.push(info_from_item(item)?);
-                }
-                want = r
-                    .unprocessed_keys()
-                    .and_then(|m| m.get(self.table()))
-                    .map(|k| k.keys().to_vec())
-                    .unwrap_or_default();
-            }
-            if !want.is_empty() {
-                return Err(StoreError::Exhausted(want.len()).into());
-            }
-        }
+        let listings = self
+            .client()
+            .query()
+            .table_name(self.table())
+            .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
+            .expression_attribute_values(":pk", attrs::s(keys::tenant_pk(tenant)))
+            .expression_attribute_values(":p", attrs::s(keys::TENANT_API_KEY_SK_PREFIX))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(dynamo)?;
+        let wanted = listings
+            .iter()
+            .map(|i| Ok(keys::api_key(Attrs(i).s(ak::HASH)?)))
+            .collect::<Result<Vec<_>, attrs::AttrError>>()?;
+        let mut out =
+            self.batch_get(&wanted, false).await?.iter().map(info_from_item).collect::<Result<Vec<_>, _>>()?;
         out.sort_by(|a, b| b.id.cmp(&a.id));
         Ok(out)
     }

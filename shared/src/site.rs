@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -306,42 +306,18 @@ impl DataStore {
 
     /// Many sites at once with BatchGetItem (100 keys a call, unprocessed keys retried).
     pub async fn get_sites(&self, domains: &[SiteDomain]) -> Result<Vec<SiteRecord>, SiteError> {
-        let mut out = Vec::new();
-        for chunk in domains.chunks(100) {
-            let mut keys_left: Vec<HashMap<String, AttributeValue>> = chunk
-                .iter()
-                .map(|d| {
-                    let k = keys::site(d);
-                    HashMap::from([
-                        (keys::PK.to_owned(), AttributeValue::S(k.pk)),
-                        (keys::SK.to_owned(), AttributeValue::S(k.sk)),
-                    ])
+        let wanted: Vec<_> = domains.iter().map(keys::site).collect();
+        self.batch_get(&wanted, false)
+            .await?
+            .iter()
+            .map(|item| {
+                // An unreadable site is an error naming it, never a site silently left out.
+                SiteRecord::from_item(item).map_err(|e| {
+                    let d = item.get(keys::PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                    SiteError::CorruptItem(d, e)
                 })
-                .collect();
-            let mut backoff = crate::retry::unprocessed_backoff(8);
-            while !keys_left.is_empty() {
-                let req = KeysAndAttributes::builder().set_keys(Some(keys_left)).build().expect("keys are set");
-                let resp =
-                    self.client().batch_get_item().request_items(self.table(), req).send().await.map_err(dynamo)?;
-                for item in resp.responses.and_then(|mut r| r.remove(self.table())).unwrap_or_default() {
-                    // An unreadable site is an error naming it, never a site silently left out.
-                    let r = SiteRecord::from_item(&item).map_err(|e| {
-                        let d = item.get(keys::PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-                        SiteError::CorruptItem(d, e)
-                    })?;
-                    out.push(r);
-                }
-                keys_left =
-                    resp.unprocessed_keys.and_then(|mut u| u.remove(self.table())).map(|k| k.keys).unwrap_or_default();
-                if !keys_left.is_empty() {
-                    match backoff.next() {
-                        Some(d) => tokio::time::sleep(d).await,
-                        None => return Err(SiteError::Store(StoreError::Exhausted(keys_left.len()))),
-                    }
-                }
-            }
-        }
-        Ok(out)
+            })
+            .collect()
     }
 
     /// A tenant's domains, from GSI2 (keys only).

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
 
 use crate::audit::AuditEvent;
 use aws_sdk_dynamodb::Client;
@@ -131,6 +131,46 @@ impl DataStore {
             .send()
             .await?;
         Ok(out.item)
+    }
+
+    /// Many items by key with BatchGetItem: 100 keys a call, unprocessed keys retried with
+    /// back-off. Items that do not exist are simply absent from the answer.
+    pub(crate) async fn batch_get(
+        &self,
+        wanted: &[keys::ItemKey],
+        consistent: bool,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in wanted.chunks(100) {
+            let mut left: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|k| {
+                    HashMap::from([
+                        (keys::PK.to_owned(), AttributeValue::S(k.pk.clone())),
+                        (keys::SK.to_owned(), AttributeValue::S(k.sk.clone())),
+                    ])
+                })
+                .collect();
+            let mut backoff = crate::retry::unprocessed_backoff(8);
+            while !left.is_empty() {
+                let req = KeysAndAttributes::builder()
+                    .set_keys(Some(left))
+                    .consistent_read(consistent)
+                    .build()
+                    .expect("keys are set");
+                let resp = self.client.batch_get_item().request_items(&self.table, req).send().await.map_err(sdk)?;
+                out.extend(resp.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default());
+                left =
+                    resp.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).map(|k| k.keys).unwrap_or_default();
+                if !left.is_empty() {
+                    match backoff.next() {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => return Err(StoreError::Exhausted(left.len())),
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub(crate) async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), aws_sdk_dynamodb::Error> {
