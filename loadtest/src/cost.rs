@@ -7,30 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-/// On-demand prices in dollars.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Prices {
-    pub per_million_write_units: f64,
-    pub per_million_read_units: f64,
-    /// DynamoDB Streams GetRecords (and other stream API) requests.
-    pub per_million_stream_reads: f64,
-    /// SQS requests, per 64 KiB chunk.
-    pub per_million_sqs_requests: f64,
-    /// EventBridge custom events, per 64 KiB chunk.
-    pub per_million_events: f64,
-}
-
-impl Default for Prices {
-    fn default() -> Self {
-        Self {
-            per_million_write_units: 0.625,
-            per_million_read_units: 0.125,
-            per_million_stream_reads: 0.20,
-            per_million_sqs_requests: 0.40,
-            per_million_events: 1.00,
-        }
-    }
-}
+pub use formbridge_shared::billing::Prices;
 
 /// What a run used. Request counts are kept per API for the report; the billed quantities are
 /// the unit and chunk totals.

@@ -131,6 +131,22 @@ pub mod metrics {
     pub const FAILED: &str = "failed";
     pub const ATTEMPTS: &str = "attempts";
     pub const LATENCY_MS: &str = "latency_ms";
+    /// Upper bounds (ms, inclusive) of the latency histogram kept per destination: attempts
+    /// whose latency fell in bucket `i` are counted in `dlv#<destination>#l<i>`; the last bucket
+    /// (index `LATENCY_BOUNDS_MS.len()`) holds everything slower.
+    pub const LATENCY_BOUNDS_MS: [u64; 11] = [25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 20_000, 30_000];
+    /// Buckets of the latency histogram (the bounds and the overflow).
+    pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
+
+    /// The histogram bucket a latency falls in.
+    pub fn latency_bucket(latency_ms: u64) -> usize {
+        LATENCY_BOUNDS_MS.iter().position(|b| latency_ms <= *b).unwrap_or(LATENCY_BOUNDS_MS.len())
+    }
+
+    /// The field name of histogram bucket `i` (inside `dlv#<destination>#...`).
+    pub fn latency_field(i: usize) -> String {
+        format!("l{i}")
+    }
 
     /// The attribute of one form's counter.
     pub fn form(form: &str, field: &str) -> String {

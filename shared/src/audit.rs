@@ -35,6 +35,11 @@ impl AuditEvent {
         Self { key: keys::audit_event(tenant, at, ulid::Ulid::new()), kind, actor: "admin", at, detail }
     }
 
+    /// A change made through the tenant API. `detail` names the key or session, never a secret.
+    pub fn api(tenant: &TenantId, at: OffsetDateTime, kind: &'static str, detail: serde_json::Value) -> Self {
+        Self { key: keys::audit_event(tenant, at, ulid::Ulid::new()), kind, actor: "api", at, detail }
+    }
+
     pub fn to_item(&self) -> HashMap<String, AttributeValue> {
         HashMap::from([
             (keys::PK.to_owned(), AttributeValue::S(self.key.pk.clone())),
@@ -118,6 +123,20 @@ impl DataStore {
                 .expression_attribute_values(format!(":{}", reason.code()), AttributeValue::N(n.to_string()));
         }
         req.update_expression(update).send().await.map_err(|e| StoreError::Dynamo(e.into()))?;
+        Ok(())
+    }
+}
+
+impl crate::store::DataStore {
+    /// Writes one audit event on its own (changes that are not a transaction of ours).
+    pub async fn record_audit(&self, event: &AuditEvent) -> Result<(), crate::store::StoreError> {
+        self.client()
+            .put_item()
+            .table_name(self.table())
+            .set_item(Some(event.to_item()))
+            .send()
+            .await
+            .map_err(|e| crate::store::StoreError::Dynamo(e.into()))?;
         Ok(())
     }
 }

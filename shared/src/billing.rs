@@ -32,6 +32,32 @@ use aws_smithy_types::config_bag::{Storable, StoreReplace};
 
 use crate::capacity::{item_size, read_units_tenths, transactional_write_units, value_size, write_units};
 
+/// On-demand prices in dollars: the documented us-east-1 prices (check them before quoting a
+/// figure for another region). The load test and the API's cost figures both use them.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Prices {
+    pub per_million_write_units: f64,
+    pub per_million_read_units: f64,
+    /// DynamoDB Streams GetRecords (and other stream API) requests.
+    pub per_million_stream_reads: f64,
+    /// SQS requests, per 64 KiB chunk.
+    pub per_million_sqs_requests: f64,
+    /// EventBridge custom events, per 64 KiB chunk.
+    pub per_million_events: f64,
+}
+
+impl Default for Prices {
+    fn default() -> Self {
+        Self {
+            per_million_write_units: 0.625,
+            per_million_read_units: 0.125,
+            per_million_stream_reads: 0.20,
+            per_million_sqs_requests: 0.40,
+            per_million_events: 1.00,
+        }
+    }
+}
+
 /// A billed unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Billed {

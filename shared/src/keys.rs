@@ -204,6 +204,18 @@ pub fn tenant_api_key(tenant: &TenantId, id: &ulid::Ulid) -> ItemKey {
 
 pub const TENANT_API_KEY_SK_PREFIX: &str = "APIKEY#";
 
+// ---- dashboard sign-in ---------------------------------------------------------------------
+
+/// A one-time portal sign-in token, found by its keyed hash (`Unknown` to stream consumers).
+pub fn portal_token(hash: &str) -> ItemKey {
+    key(format!("PORTAL#{hash}"), "PORTAL".to_owned())
+}
+
+/// A dashboard session, found by the keyed hash of its cookie (`Unknown` to stream consumers).
+pub fn session(hash: &str) -> ItemKey {
+    key(format!("SESSION#{hash}"), "SESSION".to_owned())
+}
+
 // ---- control table -------------------------------------------------------------------------
 
 /// A stream-shard lease of one consumer group (control table).

@@ -18,6 +18,8 @@ pub mod destination;
 pub mod domain;
 pub mod ids;
 pub mod keys;
+pub mod listing;
+pub mod portal;
 pub mod queue;
 pub mod retry;
 pub mod sample;

@@ -46,6 +46,22 @@ enum Command {
     /// API keys of the tenant API: one key covers the tenants listed on it (an agency's).
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// A one-time dashboard sign-in link for a tenant (like Svix's and Convoy's portal links):
+    /// opening it exchanges the token for a session cookie.
+    #[command(name = "portal-link")]
+    PortalLink {
+        #[arg(long)]
+        tenant: TenantId,
+        /// How long the link can be opened, e.g. 15m (at most 24h). It works once.
+        #[arg(long, default_value = "15m", value_parser = ttl_parser)]
+        ttl: std::time::Duration,
+        /// How long the session it opens lasts, e.g. 8h (1m to 7 days).
+        #[arg(long, default_value = "8h", value_parser = ttl_parser)]
+        session_ttl: std::time::Duration,
+        /// Where the API serves the dashboard.
+        #[arg(long, env = "FORMBRIDGE_DASHBOARD_URL", default_value = "http://127.0.0.1:8090")]
+        base_url: String,
+    },
     /// Deliveries: history, destination health, replay.
     #[command(subcommand)]
     Delivery(DeliveryCommand),
@@ -115,6 +131,32 @@ fn grace_parser(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("{s:?}: at most 30 days"));
     }
     Ok(d)
+}
+
+fn ttl_parser(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))
+}
+
+async fn portal_link(
+    store: &DataStore,
+    keyring: &KeyringArgs,
+    tenant: TenantId,
+    ttl: std::time::Duration,
+    session_ttl: std::time::Duration,
+    base_url: &str,
+) -> Result<Value> {
+    let base = base_url.trim_end_matches('/');
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        bail!("--base-url {base_url:?}: must start with http:// or https://");
+    }
+    let now = OffsetDateTime::now_utc();
+    let (token, expires_ms) = store.create_portal_token(&tenant, ttl, session_ttl, &keyring.load()?, now).await?;
+    Ok(json!({
+        "tenant": tenant,
+        "link": format!("{base}/portal#{}", token.expose()),
+        "expires_at": formbridge_shared::clock::rfc3339_ms(expires_ms),
+        "note": "the link works once; anyone holding it can sign in as this tenant until then",
+    }))
 }
 
 async fn api_key_command(store: &DataStore, keyring: &KeyringArgs, cmd: ApiKeyCommand) -> Result<Value> {
@@ -793,6 +835,9 @@ async fn execute(cli: Cli) -> Result<Value> {
         }
         Command::Site(cmd) => site_command(&store, &cli.keyring, cmd).await?,
         Command::ApiKey(cmd) => api_key_command(&store, &cli.keyring, cmd).await?,
+        Command::PortalLink { tenant, ttl, session_ttl, base_url } => {
+            portal_link(&store, &cli.keyring, tenant, ttl, session_ttl, &base_url).await?
+        }
         Command::Destination(cmd) => destination_command(&store, &cli.keyring, cmd).await?,
         Command::Metrics { tenant, form, granularity, last } => {
             let now = OffsetDateTime::now_utc();

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use formbridge_shared::attrs::metrics as mt;
 pub use formbridge_shared::buckets::Granularity;
 use formbridge_shared::capacity::{item_size, write_units};
 use formbridge_shared::delivery::{RecordChange, Status};
@@ -45,6 +46,8 @@ pub struct DeliveryDelta {
     pub failed: u64,
     pub attempts: u64,
     pub latency_ms: u64,
+    /// Record changes with new attempts, by the latency bucket of the latest attempt.
+    pub latency_histogram: [u64; mt::LATENCY_BUCKETS],
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -151,6 +154,9 @@ pub fn fold(records: &[Change], skip: impl Fn(&Bucket, &str) -> bool) -> BTreeMa
                     failed: u64::from(change.outcome() == Some(Status::Failed)),
                     attempts,
                     latency_ms: if attempts > 0 { change.latency_ms } else { 0 },
+                    latency_histogram: std::array::from_fn(|i| {
+                        u64::from(attempts > 0 && i == mt::latency_bucket(change.latency_ms))
+                    }),
                 };
                 if dd != DeliveryDelta::default() {
                     add_delivery(&mut out, &skip, tenant, r, &seq, &dest.to_string(), &dd);
@@ -186,6 +192,9 @@ fn add_delivery(
         e.failed += dd.failed;
         e.attempts += dd.attempts;
         e.latency_ms += dd.latency_ms;
+        for (a, b) in e.latency_histogram.iter_mut().zip(dd.latency_histogram) {
+            *a += b;
+        }
     }
 }
 

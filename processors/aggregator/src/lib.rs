@@ -147,16 +147,19 @@ impl Aggregator {
             }
         }
         for (i, (dest, d)) in delta.deliveries.iter().enumerate() {
-            for (field, v) in [
+            let histogram = d.latency_histogram.iter().enumerate().map(|(i, v)| (mt::latency_field(i), *v));
+            let counters = [
                 (mt::SUCCEEDED, d.succeeded),
                 (mt::FAILED, d.failed),
                 (mt::ATTEMPTS, d.attempts),
                 (mt::LATENCY_MS, d.latency_ms),
-            ] {
+            ]
+            .map(|(f, v)| (f.to_owned(), v));
+            for (field, v) in counters.into_iter().chain(histogram) {
                 if v > 0 {
                     add.push(format!("#d{i}{field} :d{i}{field}"));
                     u = u
-                        .expression_attribute_names(format!("#d{i}{field}"), mt::delivery(dest, field))
+                        .expression_attribute_names(format!("#d{i}{field}"), mt::delivery(dest, &field))
                         .expression_attribute_values(format!(":d{i}{field}"), n(v));
                 }
             }
