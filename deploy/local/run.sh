@@ -10,15 +10,16 @@ cd "$ROOT"
 PORT="${FORMBRIDGE_LOCAL_PORT:-4566}"
 INGEST_PORT="${FORMBRIDGE_INGEST_PORT:-8080}"
 RECEIVER_PORT="${FORMBRIDGE_RECEIVER_PORT:-9000}"
+API_PORT="${FORMBRIDGE_API_PORT:-8090}"
 # The load run's own receiver, and the workers' metrics listeners (the load run reads their
 # AWS request counters).
 LOAD_RECEIVER_PORT=$((RECEIVER_PORT + 100))
 PERSISTER_METRICS=$((RECEIVER_PORT + 101))
 AGGREGATOR_METRICS=$((RECEIVER_PORT + 102))
 DELIVERY_METRICS=$((RECEIVER_PORT + 103))
-for p in "$PORT" "$INGEST_PORT" "$RECEIVER_PORT" "$LOAD_RECEIVER_PORT" "$PERSISTER_METRICS" "$AGGREGATOR_METRICS" "$DELIVERY_METRICS"; do
+for p in "$PORT" "$INGEST_PORT" "$API_PORT" "$RECEIVER_PORT" "$LOAD_RECEIVER_PORT" "$PERSISTER_METRICS" "$AGGREGATOR_METRICS" "$DELIVERY_METRICS"; do
   if python3 -c "import socket,sys; s=socket.socket(); sys.exit(0 if s.connect_ex(('127.0.0.1',$p))==0 else 1)"; then
-    echo "port $p is already in use (is another run.sh running?). Set FORMBRIDGE_LOCAL_PORT / FORMBRIDGE_INGEST_PORT / FORMBRIDGE_RECEIVER_PORT." >&2
+    echo "port $p is already in use (is another run.sh running?). Set FORMBRIDGE_LOCAL_PORT / FORMBRIDGE_INGEST_PORT / FORMBRIDGE_API_PORT / FORMBRIDGE_RECEIVER_PORT." >&2
     exit 1
   fi
 done
@@ -91,10 +92,20 @@ fi
 DELIVERY_ALLOW_LOOPBACK=true DELIVERY_METRICS_ADDR="127.0.0.1:$DELIVERY_METRICS" \
   "$BIN/formbridge-delivery" >"$STATE/delivery.log" 2>&1 &
 PIDS+=($!)
+# The tenant API and dashboard. Plain HTTP on loopback, so the session cookie is not Secure here.
+API_LISTEN="127.0.0.1:$API_PORT" API_SECURE_COOKIES=false "$BIN/formbridge-api" >"$STATE/api.log" 2>&1 &
+PIDS+=($!)
 for _ in $(seq 1 50); do
-  curl -fs "http://127.0.0.1:$INGEST_PORT/healthz" >/dev/null 2>&1 && break
+  curl -fs "http://127.0.0.1:$INGEST_PORT/healthz" >/dev/null 2>&1 \
+    && curl -fs "http://127.0.0.1:$API_PORT/healthz" >/dev/null 2>&1 && break
   sleep 0.2
 done
+# A one-time sign-in link for the demo tenant's dashboard, and an API key (both shown only now).
+PORTAL_LINK="$("$BIN/formbridge-admin" portal-link --tenant demo --ttl 1h --base-url "http://127.0.0.1:$API_PORT" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["link"])')"
+"$BIN/formbridge-admin" api-key create --tenant demo --name "local demo" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])' >"$STATE/demo-api.key"
+chmod 600 "$STATE/demo-api.key"
 
 "$BIN/formbridge-admin" demo post --url "http://127.0.0.1:$INGEST_PORT" --secret-file "$STATE/demo-site.secret" --count 5 >/dev/null
 "$BIN/formbridge-admin" demo enqueue --tenant demo --count 15 >/dev/null
@@ -134,11 +145,16 @@ Form-Bridge is running locally.
   load       a gentle load run is under way (150 signed posts at 5/s to 3 generated tenants, ~40 s):
              progress and then its report table in $STATE/loadtest.log, JSON in $STATE/loadtest-report.json
              (throughput, latency percentiles, losses, duplicates, storage, cost, engine ceiling, goals)
+  dashboard  $PORTAL_LINK
+             (a one-time sign-in link for tenant demo, valid 1 h; a new one: formbridge-admin portal-link --tenant demo)
+  api        http://127.0.0.1:$API_PORT/v1/ (OpenAPI: http://127.0.0.1:$API_PORT/v1/openapi.json; key for demo in $STATE/demo-api.key; logs $STATE/api.log)
   metrics    Prometheus: ingest :$INGEST_PORT/metrics, persister :$PERSISTER_METRICS, aggregator :$AGGREGATOR_METRICS, delivery :$DELIVERY_METRICS
 
 In another terminal:
   source $STATE/env
   formbridge-admin submissions list --tenant demo --limit 5     # stored, decoded, newest first
+  curl -s -H "Authorization: Bearer \$(cat $STATE/demo-api.key)" "http://127.0.0.1:$API_PORT/v1/submissions?limit=5"  # the same, over the API
+  curl -s -H "Authorization: Bearer \$(cat $STATE/demo-api.key)" "http://127.0.0.1:$API_PORT/v1/metrics?granularity=hour"
   formbridge-admin demo post --url http://127.0.0.1:$INGEST_PORT --secret-file $STATE/demo-site.secret --count 20
   curl -s http://127.0.0.1:$RECEIVER_PORT/stats                  # deliveries received, verified, duplicates
   tail -n 3 $STATE/receiver.log                                   # the latest deliveries, as the receiver saw them

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit, property, schema and integration tests against the local engine, which
-# this script installs (first run) and starts on a free 127.0.0.1 port; then the WordPress
+# this script installs (first run) and starts on a free 127.0.0.1 port, the dashboard in headless
+# Chromium (installed from Debian on first run); then the WordPress
 # plugin's tests (PHPUnit, and a real WordPress against the real ingest and persister:
 # deploy/wordpress/test.sh, which installs its Debian packages on first use). Extra arguments go
 # to `cargo test` only, and skip the WordPress part (e.g. ./deploy/local/test.sh short_run).
@@ -9,6 +10,8 @@ source "$(dirname "$0")/engine.sh"
 cd "$ROOT"
 
 ensure_engine_installed
+# The dashboard's browser test needs Debian's Chromium and playwright-core.
+"$ROOT/processors/api/tests/browser/setup.sh"
 start_engine
 trap stop_engine EXIT
 echo "==> local engine at $AWS_ENDPOINT_URL" >&2

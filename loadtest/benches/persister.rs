@@ -43,6 +43,7 @@ fn profile(tenant: &str) -> TenantProfile {
         name: "bench".into(),
         created_at: "2026-11-25T08:00:00Z".into(),
         retention_days: 365,
+        form_retention: Default::default(),
         shards: ShardHistory::new(8, 0).expect("valid"),
     }
 }

@@ -196,6 +196,7 @@ async fn setup(
             name: plan.id.clone(),
             created_at: now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             retention_days: 30,
+            form_retention: Default::default(),
             shards: ShardHistory::new(shards, 0).map_err(|e| err(e.to_string()))?,
         };
         store.create_tenant(&profile).await.map_err(|e| err(e.to_string()))?;

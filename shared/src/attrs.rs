@@ -15,6 +15,8 @@ pub mod tenant {
     pub const NAME: &str = "name";
     pub const CREATED_AT: &str = "created_at";
     pub const RETENTION_DAYS: &str = "retention_days";
+    /// A map of form id to retention days, for forms whose retention differs from the tenant's.
+    pub const FORM_RETENTION: &str = "form_retention";
     /// The newest count, the condition of the next growth.
     pub const SHARD_COUNT: &str = "shard_count";
     /// A list of maps of `SINCE_MS` and `COUNT`.

@@ -16,6 +16,7 @@ pub mod cursor;
 pub mod delivery;
 pub mod destination;
 pub mod domain;
+pub mod erasure;
 pub mod ids;
 pub mod keys;
 pub mod listing;

@@ -65,6 +65,9 @@ pub struct SubmissionSummary {
     pub raw_size: u64,
     pub stored_size: usize,
     pub deliveries: BTreeMap<DestinationId, Status>,
+    /// The decoded payload, when the listing was asked to decode (exports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
 }
 
 /// A page and the position after it, if there is more.
@@ -111,6 +114,7 @@ struct ShardCursor {
     done: bool,
     /// Items asked for in the next read; doubles while the shard keeps being needed.
     batch: i32,
+    decode: bool,
 }
 
 impl DataStore {
@@ -123,10 +127,23 @@ impl DataStore {
         position: Option<&str>,
         limit: usize,
     ) -> Result<Page<SubmissionSummary>, ListError> {
+        self.list_submissions_with(profile, filter, position, limit, false).await
+    }
+
+    /// Like [`DataStore::list_submissions`]; with `decode`, each summary carries its decoded
+    /// payload (what an export writes).
+    pub async fn list_submissions_with(
+        &self,
+        profile: &TenantProfile,
+        filter: &ListFilter,
+        position: Option<&str>,
+        limit: usize,
+        decode: bool,
+    ) -> Result<Page<SubmissionSummary>, ListError> {
         let limit = limit.clamp(1, MAX_PAGE);
         match filter.status {
-            Some(s) if s.on_worklist() => self.list_by_worklist(profile, filter, s, position, limit).await,
-            _ => self.list_merged(profile, filter, position, limit).await,
+            Some(s) if s.on_worklist() => self.list_by_worklist(profile, filter, s, position, limit, decode).await,
+            _ => self.list_merged(profile, filter, position, limit, decode).await,
         }
     }
 
@@ -136,6 +153,7 @@ impl DataStore {
         filter: &ListFilter,
         position: Option<&str>,
         limit: usize,
+        decode: bool,
     ) -> Result<Page<SubmissionSummary>, ListError> {
         let tenant = &profile.tenant_id;
         let after = position.map(|p| SubmissionId::parse(p).map_err(|_| ListError::Position)).transpose()?;
@@ -157,6 +175,7 @@ impl DataStore {
                 start: None,
                 done: false,
                 batch: first_batch,
+                decode,
             })
             .collect();
         let mut out = Vec::with_capacity(limit);
@@ -228,7 +247,7 @@ impl DataStore {
                         if Some(id) == after {
                             continue;
                         }
-                        c.ready.push_back(summary(id, item, deliveries)?);
+                        c.ready.push_back(summary(id, item, deliveries, c.decode)?);
                     }
                     _ => {}
                 }
@@ -251,6 +270,7 @@ impl DataStore {
         status: Status,
         position: Option<&str>,
         limit: usize,
+        decode: bool,
     ) -> Result<Page<SubmissionSummary>, ListError> {
         let page = self.list_worklist(&profile.tenant_id, status, None, filter, position, limit).await?;
         let keys: Vec<ItemKey> =
@@ -268,7 +288,7 @@ impl DataStore {
         for r in &page.items {
             // A submission gone (erased, expired) while its delivery waits is left out.
             let Some(item) = found.get(&r.submission) else { continue };
-            let s = summary(r.submission, item, BTreeMap::from([(r.destination, r.status)]))?;
+            let s = summary(r.submission, item, BTreeMap::from([(r.destination, r.status)]), decode)?;
             if filter.form.as_ref().is_none_or(|f| f.as_str() == s.form_id) {
                 items.push(s);
             }
@@ -344,8 +364,10 @@ fn summary(
     id: SubmissionId,
     item: &Item,
     deliveries: BTreeMap<DestinationId, Status>,
+    decode: bool,
 ) -> Result<SubmissionSummary, ItemError> {
     let f = SubmissionFields::read(item)?;
+    let payload = if decode { Some(serde_json::from_slice(&crate::codec::decode(f.codec, f.payload)?)?) } else { None };
     Ok(SubmissionSummary {
         submission_id: id,
         form_id: f.form.to_owned(),
@@ -354,6 +376,7 @@ fn summary(
         raw_size: f.raw_size,
         stored_size: crate::capacity::item_size(item),
         deliveries,
+        payload,
     })
 }
 

@@ -173,6 +173,29 @@ impl DataStore {
         Ok(out)
     }
 
+    /// Writes puts and deletes 25 at a time, retrying unprocessed ones with back-off. Each is
+    /// idempotent on its own, so a retry after a partial failure repeats nothing harmful.
+    pub(crate) async fn batch_write(
+        &self,
+        requests: Vec<aws_sdk_dynamodb::types::WriteRequest>,
+    ) -> Result<(), StoreError> {
+        for chunk in requests.chunks(25) {
+            let mut left = chunk.to_vec();
+            let mut backoff = crate::retry::unprocessed_backoff(8);
+            while !left.is_empty() {
+                let resp = self.client.batch_write_item().request_items(&self.table, left).send().await.map_err(sdk)?;
+                left = resp.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
+                if !left.is_empty() {
+                    match backoff.next() {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => return Err(StoreError::Exhausted(left.len())),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), aws_sdk_dynamodb::Error> {
         self.client()
             .transact_write_items()
@@ -276,6 +299,57 @@ impl DataStore {
                 _ => None,
             })
             .collect())
+    }
+
+    /// Sets (or, with `None`, removes) one form's retention in days. It applies to submissions
+    /// received from then on: each submission's expiry is fixed when it is accepted. Conditioned
+    /// on the map as read, so two concurrent changes cannot lose one another.
+    pub async fn set_form_retention(
+        &self,
+        tenant: &TenantId,
+        form: &crate::FormId,
+        days: Option<u32>,
+        actor: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<TenantProfile, StoreError> {
+        use crate::attrs::tenant as tn;
+        let mut profile = self.get_tenant(tenant).await?.ok_or_else(|| StoreError::TenantNotFound(tenant.clone()))?;
+        let before = profile.form_retention.clone();
+        match days {
+            Some(d) => profile.form_retention.insert(form.to_string(), d),
+            None => profile.form_retention.remove(form.as_str()),
+        };
+        let k = keys::tenant_profile(tenant);
+        let mut update = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(self.table())
+            .key(keys::PK, AttributeValue::S(k.pk))
+            .key(keys::SK, AttributeValue::S(k.sk))
+            .update_expression("SET #fr = :new")
+            .expression_attribute_names("#fr", tn::FORM_RETENTION)
+            .expression_attribute_values(":new", crate::tenant::form_retention_attr(&profile.form_retention));
+        update = if before.is_empty() {
+            update.condition_expression("attribute_exists(PK) AND (attribute_not_exists(#fr) OR #fr = :old)")
+        } else {
+            update.condition_expression("attribute_exists(PK) AND #fr = :old")
+        }
+        .expression_attribute_values(":old", crate::tenant::form_retention_attr(&before));
+        let audit = crate::audit::AuditEvent::api(
+            tenant,
+            now,
+            "form.retention_set",
+            serde_json::json!({ "form": form, "retention_days": days, "actor": actor }),
+        );
+        let items = vec![
+            TransactWriteItem::builder().update(update.build().expect("table, key and expression are set")).build(),
+            tx_put(self.table(), audit.to_item(), None),
+        ];
+        match self.transact(items).await {
+            Ok(()) => Ok(profile),
+            Err(e) if failed_conditions(&e).is_some_and(|f| f.contains(&0)) => {
+                Err(StoreError::Conflict(tenant.clone()))
+            }
+            Err(e) => Err(StoreError::Dynamo(e)),
+        }
     }
 
     /// The newest `limit` submissions of a tenant, newest first. Gathers across every shard the

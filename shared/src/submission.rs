@@ -69,6 +69,8 @@ impl QueueMessage {
         let received_at = received_at.to_offset(time::UtcOffset::UTC);
         let received_at =
             received_at.replace_nanosecond(received_at.nanosecond() / 1_000_000 * 1_000_000).unwrap_or(received_at);
+        // A form's own retention, when the tenant set one for it, from this submission on.
+        let retention_days = profile.retention_for(form_id.as_str());
         QueueMessage {
             v: MESSAGE_VERSION,
             submission_id,
@@ -79,7 +81,7 @@ impl QueueMessage {
             // The count in force at the id's time, not now: a retry after a growth lands where
             // the first attempt did.
             shard_count: profile.shards.count_at(submission_id.timestamp_ms()),
-            expires_at: received_at.unix_timestamp() + i64::from(profile.retention_days) * 86_400,
+            expires_at: received_at.unix_timestamp() + i64::from(retention_days) * 86_400,
             payload,
         }
     }

@@ -1,7 +1,7 @@
 //! The tenant profile item: display name, retention and the write-shard history. Ingest reads it
 //! to stamp each queue message with the shard count and expiry in force.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Serialize;
@@ -20,10 +20,20 @@ pub struct TenantProfile {
     pub name: String,
     pub created_at: String,
     pub retention_days: u32,
+    /// Retention for single forms, in days, overriding `retention_days` for them.
+    pub form_retention: BTreeMap<String, u32>,
     pub shards: ShardHistory,
 }
 
+/// The longest retention a tenant or form may ask for (ten years).
+pub const MAX_RETENTION_DAYS: u32 = 3650;
+
 impl TenantProfile {
+    /// The retention of `form`'s submissions: its own, or the tenant's.
+    pub fn retention_for(&self, form: &str) -> u32 {
+        self.form_retention.get(form).copied().unwrap_or(self.retention_days)
+    }
+
     pub fn to_item(&self) -> HashMap<String, AttributeValue> {
         let key = keys::tenant_profile(&self.tenant_id);
         let dir = keys::tenant_directory(&self.tenant_id);
@@ -38,7 +48,7 @@ impl TenantProfile {
                 ]))
             })
             .collect();
-        HashMap::from([
+        let mut item = HashMap::from([
             (keys::PK.to_owned(), AttributeValue::S(key.pk)),
             (keys::SK.to_owned(), AttributeValue::S(key.sk)),
             (keys::GSI1PK.to_owned(), AttributeValue::S(dir.pk)),
@@ -48,7 +58,11 @@ impl TenantProfile {
             (tn::RETENTION_DAYS.to_owned(), AttributeValue::N(self.retention_days.to_string())),
             (tn::SHARD_COUNT.to_owned(), AttributeValue::N(self.shards.current().to_string())),
             (tn::SHARD_HISTORY.to_owned(), AttributeValue::L(epochs)),
-        ])
+        ]);
+        if !self.form_retention.is_empty() {
+            item.insert(tn::FORM_RETENTION.to_owned(), form_retention_attr(&self.form_retention));
+        }
+        item
     }
 
     /// Decodes a profile; the error names the attribute that is missing or unreadable.
@@ -73,9 +87,26 @@ impl TenantProfile {
             name: a.s(tn::NAME)?.to_owned(),
             created_at: a.s(tn::CREATED_AT)?.to_owned(),
             retention_days: a.n(tn::RETENTION_DAYS)?,
+            form_retention: match item.get(tn::FORM_RETENTION) {
+                None => BTreeMap::new(),
+                Some(v) => v
+                    .as_m()
+                    .map_err(|_| AttrError::Invalid(tn::FORM_RETENTION))?
+                    .iter()
+                    .map(|(f, d)| {
+                        let days = d.as_n().ok().and_then(|n| n.parse().ok());
+                        days.map(|d| (f.clone(), d)).ok_or(AttrError::Invalid(tn::FORM_RETENTION))
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
             shards: ShardHistory::from_epochs(epochs).map_err(|_| AttrError::Invalid(tn::SHARD_HISTORY))?,
         })
     }
+}
+
+/// The per-form retention map as stored.
+pub fn form_retention_attr(m: &BTreeMap<String, u32>) -> AttributeValue {
+    AttributeValue::M(m.iter().map(|(f, d)| (f.clone(), AttributeValue::N(d.to_string()))).collect())
 }
 
 #[cfg(test)]
@@ -91,6 +122,7 @@ mod tests {
             name: "Acme".into(),
             created_at: "2026-11-25T08:00:00Z".into(),
             retention_days: 30,
+            form_retention: Default::default(),
             shards,
         };
         assert_eq!(TenantProfile::from_item(&p.to_item()), Ok(p));

@@ -822,6 +822,7 @@ async fn execute(cli: Cli) -> Result<Value> {
                 name: name.unwrap_or_else(|| id.to_string()),
                 created_at: OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?,
                 retention_days,
+                form_retention: Default::default(),
                 shards: ShardHistory::new(shards, now_ms()).context("--shards")?,
                 tenant_id: id,
             };

@@ -13,8 +13,10 @@ pub mod auth;
 pub mod config;
 pub mod destinations;
 pub mod error;
+pub mod exports;
 pub mod metrics_api;
 pub mod pages;
+pub mod privacy;
 pub mod submissions;
 
 use std::num::NonZeroU32;
@@ -62,6 +64,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/metrics"),
     ("get", "/v1/metrics/live"),
     ("get", "/v1/cost"),
+    ("get", "/v1/exports"),
+    ("post", "/v1/erasure"),
+    ("get", "/v1/retention"),
+    ("put", "/v1/forms/{form}/retention"),
     ("get", "/v1/openapi.json"),
 ];
 
@@ -162,6 +168,10 @@ pub async fn router(
         .route("/v1/metrics", get(metrics_api::metrics))
         .route("/v1/metrics/live", get(metrics_api::live))
         .route("/v1/cost", get(metrics_api::cost))
+        .route("/v1/exports", get(exports::export))
+        .route("/v1/erasure", post(privacy::erase))
+        .route("/v1/retention", get(privacy::retention))
+        .route("/v1/forms/{form}/retention", axum::routing::put(privacy::set_retention))
         .route("/v1/openapi.json", get(pages::openapi))
         .route("/", get(pages::dashboard))
         .route("/portal", get(pages::portal))

@@ -126,6 +126,9 @@ named_enum! {
         SubmissionExpired => "submission_expired",
         /// The delivery's message was dead-lettered after repeated errors in the worker.
         DeadLettered => "dead_lettered",
+        /// The submission was erased at the person's request; the record is a marker that holds
+        /// no personal data and closes the delivery, so a queued retry never sends.
+        Erased => "erased",
     }
 }
 
@@ -349,6 +352,8 @@ pub struct RecordChange {
     pub before: Option<(Status, u16)>,
     pub after: (Status, u16),
     pub latency_ms: u64,
+    /// The change is an erasure closing the delivery: no outcome, no attempt.
+    pub erased: bool,
 }
 
 impl RecordChange {
@@ -361,17 +366,24 @@ impl RecordChange {
             before: old.map(state).transpose()?,
             after: state(new)?,
             latency_ms: Attrs(new).opt_n(dv::LAST_LATENCY_MS)?.unwrap_or(0),
+            erased: Attrs(new).opt_s(dv::REASON)? == Some(FailureReason::Erased.as_str()),
         })
     }
 
     /// The status the delivery reached with this change, if it newly became final.
     pub fn outcome(&self) -> Option<Status> {
+        if self.erased {
+            return None;
+        }
         let (status, _) = self.after;
         (status.is_final() && self.before.map(|(s, _)| s) != Some(status)).then_some(status)
     }
 
     /// Attempts this change records.
     pub fn new_attempts(&self) -> u16 {
+        if self.erased {
+            return 0;
+        }
         self.after.1.saturating_sub(self.before.map_or(0, |(_, n)| n))
     }
 }

@@ -126,6 +126,10 @@ impl Replayer {
     /// process die between the two steps, the delivery waits on the `pending` worklist, and
     /// replaying status `pending` queues it.
     pub async fn replay_one(&self, rec: &DeliveryRecord) -> Result<bool, ReplayError> {
+        // An erased submission is gone: its closed delivery has nothing left to send.
+        if rec.reason == Some(crate::delivery::model::FailureReason::Erased) {
+            return Ok(false);
+        }
         let now = now_ms();
         let after = DeliveryRecord {
             status: Status::Pending,

@@ -54,6 +54,7 @@ fn messages_the_code_writes_match_the_schema() {
         name: "Acme".into(),
         created_at: "2026-11-25T08:00:00Z".into(),
         retention_days: 30,
+        form_retention: Default::default(),
         shards: formbridge_shared::sharding::ShardHistory::new(8, 0).unwrap(),
     };
     for seed in 0..20 {

@@ -17,6 +17,7 @@ fn profile(tenant: &str, shards: u16) -> TenantProfile {
         name: tenant.into(),
         created_at: "2026-11-25T08:00:00Z".into(),
         retention_days: 30,
+        form_retention: Default::default(),
         shards: ShardHistory::new(shards, 0).unwrap(),
     }
 }

@@ -14,6 +14,7 @@ pub async fn tenants(store: &DataStore, names: &[&str]) -> Vec<TenantId> {
             name: (*n).into(),
             created_at: "2026-11-25T08:00:00Z".into(),
             retention_days: 30,
+            form_retention: Default::default(),
             shards: ShardHistory::new(1, 0).unwrap(),
         };
         store.create_tenant(&p).await.unwrap();

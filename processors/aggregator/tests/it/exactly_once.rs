@@ -74,6 +74,7 @@ async fn totals_are_exact_through_kills_and_replays() {
         name: "agg".into(),
         created_at: "2026-11-25T08:00:00Z".into(),
         retention_days: 30,
+        form_retention: Default::default(),
         shards: ShardHistory::new(3, 0).unwrap(),
     };
     store.create_tenant(&profile).await.unwrap();

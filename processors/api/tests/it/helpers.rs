@@ -63,6 +63,7 @@ impl Api {
             name: name.into(),
             created_at: "2026-11-25T08:00:00Z".into(),
             retention_days: 30,
+            form_retention: Default::default(),
             shards,
         };
         self.store.create_tenant(&p).await.unwrap();
@@ -83,8 +84,20 @@ impl Api {
         id_ms: u64,
         received: OffsetDateTime,
     ) -> SubmissionId {
-        let id = SubmissionId::from_ulid(ulid::Ulid::from_parts(id_ms, rand::random::<u128>()));
         let Value::Object(payload) = sample::text_heavy_payload(600, 3) else { unreachable!() };
+        self.submission_with(p, form, id_ms, received, payload).await
+    }
+
+    /// Like `submission`, with this payload.
+    pub async fn submission_with(
+        &self,
+        p: &TenantProfile,
+        form: &str,
+        id_ms: u64,
+        received: OffsetDateTime,
+        payload: serde_json::Map<String, Value>,
+    ) -> SubmissionId {
+        let id = SubmissionId::from_ulid(ulid::Ulid::from_parts(id_ms, rand::random::<u128>()));
         let m = QueueMessage::new(
             p,
             SiteDomain::parse("www.example.com").unwrap(),

@@ -1,6 +1,8 @@
 //! The tenant API against the local engine (started by ./deploy/local/test.sh).
 
+mod browser;
 mod helpers;
 mod listing;
 mod metrics;
+mod privacy;
 mod security;

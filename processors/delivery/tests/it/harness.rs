@@ -44,6 +44,7 @@ impl Stack {
             name: tenant.into(),
             created_at: "2026-11-25T08:00:00Z".into(),
             retention_days: 30,
+            form_retention: Default::default(),
             shards: ShardHistory::new(2, 0).unwrap(),
         };
         store.create_tenant(&profile).await.unwrap();

@@ -41,6 +41,7 @@ impl Stack {
             name: tenant.into(),
             created_at: "2026-11-25T08:00:00Z".into(),
             retention_days: 30,
+            form_retention: Default::default(),
             shards: ShardHistory::new(2, 0).unwrap(),
         };
         if self.store.get_tenant(&profile.tenant_id).await.unwrap().is_none() {

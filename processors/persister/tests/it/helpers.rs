@@ -29,6 +29,7 @@ impl TestStack {
             name: "Acme".into(),
             created_at: "2026-11-25T08:00:00Z".into(),
             retention_days: 30,
+            form_retention: Default::default(),
             shards: ShardHistory::new(shards, 0).unwrap(),
         };
         store.create_tenant(&tenant).await.unwrap();
