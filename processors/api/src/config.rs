@@ -57,6 +57,11 @@ pub struct Config {
     #[arg(long, env = "API_PUBLIC_ORIGIN")]
     pub public_origin: Option<String>,
 
+    /// Let a destination test send reach 127.0.0.0/8 and ::1 (development only), as
+    /// DELIVERY_ALLOW_LOOPBACK does for deliveries.
+    #[arg(long, env = "API_ALLOW_LOOPBACK", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_loopback: bool,
+
     /// Deliveries one bulk replay may queue.
     #[arg(long, env = "API_BULK_REPLAY_MAX", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub bulk_replay_max: u32,

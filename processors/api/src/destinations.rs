@@ -312,3 +312,60 @@ pub async fn delete(
     state.inner.store.delete_destination(tenant, &id, OffsetDateTime::now_utc()).await.map_err(dest_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `POST /v1/destinations/{id}/test`: sends an example submission to the destination now, signed
+/// with its secret and with its credentials, through the same address guard as deliveries, and
+/// answers with what came back. Nothing is stored but an audit event; the example's
+/// `webhook-id` starts with `fb_test_` so a receiver can tell it apart.
+pub async fn test_send(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    use formbridge_shared::delivery::send;
+    let tenant = caller.tenant()?;
+    let id = dest_id(&id)?;
+    let d =
+        state.inner.store.get_destination(tenant, &id).await.map_err(dest_error)?.ok_or_else(ApiError::not_found)?;
+    let now = OffsetDateTime::now_utc();
+    let example_id = formbridge_shared::SubmissionId::new();
+    let example = formbridge_shared::submission::StoredSubmission {
+        tenant_id: tenant.clone(),
+        submission_id: example_id,
+        shard: 0,
+        site: "example.com".into(),
+        form_id: d.forms.first().map_or_else(|| "contact".to_owned(), ToString::to_string),
+        received_at: formbridge_shared::clock::rfc3339_ms(formbridge_shared::clock::now_ms()),
+        expires_at: now.unix_timestamp(),
+        raw_size: 0,
+        stored_size: 0,
+        codec: "id",
+        payload: json!({
+            "fields": { "name": "Test Person", "email": "test@example.com", "message": "A test submission from Form-Bridge." },
+            "meta": { "test": true },
+            "submitted_at": formbridge_shared::clock::rfc3339_ms(formbridge_shared::clock::now_ms()),
+        }),
+    };
+    let webhook_id = format!("fb_test_{example_id}");
+    let (o, _) = send::attempt(&state.inner.sender, &d, &state.inner.keyring, &webhook_id, &example)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "destination_unusable", e))?;
+    let verdict = send::verdict(&o);
+    crate::submissions::audit(
+        &state,
+        tenant,
+        &caller,
+        "destination.tested",
+        json!({ "destination": id, "status_code": o.status }),
+    )
+    .await;
+    Ok(Json(json!({
+        "webhook_id": webhook_id,
+        "delivered": matches!(verdict, send::Verdict::Succeeded),
+        "status_code": (o.status > 0).then_some(o.status),
+        "error_class": o.error,
+        "error": send::error_text(&o),
+        "latency_ms": u64::try_from(o.latency.as_millis()).unwrap_or(u64::MAX),
+        "response": formbridge_shared::delivery::truncate_body(o.body.as_bytes(), 1024),
+    })))
+}

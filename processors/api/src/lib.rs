@@ -61,6 +61,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/destinations/{id}"),
     ("post", "/v1/destinations/{id}/enable"),
     ("post", "/v1/destinations/{id}/disable"),
+    ("post", "/v1/destinations/{id}/test"),
     ("get", "/v1/metrics"),
     ("get", "/v1/metrics/live"),
     ("get", "/v1/cost"),
@@ -85,6 +86,8 @@ pub(crate) struct Inner {
     pub profiles: Cache<TenantId, Option<TenantProfile>>,
     pub replayer: Replayer,
     pub health: HealthStore,
+    /// Sends destination tests, with the delivery worker's address guard.
+    pub sender: formbridge_shared::delivery::send::Sender,
     pub live: Arc<tokio::sync::Semaphore>,
     pub config: Config,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -145,6 +148,9 @@ pub async fn router(
             profiles: Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
             replayer: Replayer { records: Records::new(store.clone(), "api"), queue },
             health: HealthStore { client: aws.dynamodb.clone(), table: config.resources.table.clone() },
+            sender: formbridge_shared::delivery::send::Sender::new(formbridge_shared::delivery::ssrf::AddressPolicy {
+                allow_loopback: config.allow_loopback,
+            }),
             live: Arc::new(tokio::sync::Semaphore::new(config.live_max_connections as usize)),
             store,
             config: config.clone(),
@@ -165,6 +171,7 @@ pub async fn router(
         .route("/v1/destinations/{id}", get(destinations::one).patch(destinations::update).delete(destinations::delete))
         .route("/v1/destinations/{id}/enable", post(destinations::enable))
         .route("/v1/destinations/{id}/disable", post(destinations::disable))
+        .route("/v1/destinations/{id}/test", post(destinations::test_send))
         .route("/v1/metrics", get(metrics_api::metrics))
         .route("/v1/metrics/live", get(metrics_api::live))
         .route("/v1/cost", get(metrics_api::cost))
@@ -179,6 +186,7 @@ pub async fn router(
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/metrics", get(render_metrics))
         .fallback(|| async { ApiError::not_found() })
+        .layer(axum::middleware::from_fn(log_request))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state))
 }
@@ -207,6 +215,23 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: Can
         tracing::error!(error = %e, "server error");
     }
     tracing::info!("api stopped");
+}
+
+/// One log line per request: the method, the route template (never the path's ids, the query
+/// with its cursor, or any header, so no key, token or cookie reaches a log), status and time.
+async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    metrics::histogram!("api_request_seconds", "route" => route.clone()).record(ms / 1000.0);
+    tracing::info!(%method, route, status, ms, "api request");
+    resp
 }
 
 async fn render_metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {

@@ -558,18 +558,9 @@ impl Engine {
     /// Phase 3: sign and send.
     async fn send(&self, m: &DeliveryMessage, r: &Ready) -> Result<Sent, EngineError> {
         let dest = &r.dest;
-        let err = |e: String| EngineError::Destination(dest.id, e);
-        let secret = dest.signing_secret(&self.keyring).map_err(|e| err(e.to_string()))?;
-        let auth = dest.auth(&self.keyring).map_err(|e| err(e.to_string()))?;
-        let body = send::body_for(dest.kind, &r.sub);
-        let started_ms = now_ms();
-        let ts = i64::try_from(started_ms / 1000).unwrap_or(0);
-        let webhook_id = m.webhook_id();
-        let signature = standardwebhooks::Webhook::new(secret.expose())
-            .and_then(|w| w.sign(&webhook_id, ts, &body))
-            .map_err(|e| err(format!("cannot sign: {e}")))?;
-        let headers = send::headers(&webhook_id, ts, &signature, auth.as_ref()).map_err(err)?;
-        let outcome = self.sender.send(&dest.url, headers, body, Duration::from_millis(dest.timeout_ms)).await;
+        let (outcome, started_ms) = send::attempt(&self.sender, dest, &self.keyring, &m.webhook_id(), &r.sub)
+            .await
+            .map_err(|e| EngineError::Destination(dest.id, e))?;
         let verdict = send::verdict(&outcome);
         AttemptSent { outcome: verdict_label(verdict), status: outcome.status, latency: outcome.latency }.emit();
         Ok(Sent { outcome, verdict, started_ms, done_ms: now_ms() })

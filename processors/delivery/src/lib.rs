@@ -18,8 +18,7 @@ mod engine;
 mod events;
 mod fanout;
 mod schedule;
-mod send;
-mod ssrf;
+use formbridge_shared::delivery::{send, ssrf};
 mod worker;
 
 use std::sync::Arc;

@@ -71,18 +71,6 @@ pub fn honour_retry_after(scheduled: Duration, retry_after: Option<Duration>, ca
     }
 }
 
-/// Parses `Retry-After`: delay-seconds or an HTTP date.
-pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Duration> {
-    let v = value.trim();
-    if let Ok(s) = v.parse::<u64>() {
-        return Some(Duration::from_secs(s));
-    }
-    let fmt = time::format_description::well_known::Rfc2822;
-    let at = time::OffsetDateTime::parse(&v.replace("GMT", "+0000"), &fmt).ok()?;
-    let d = at - now;
-    Some(Duration::from_secs(u64::try_from(d.whole_seconds()).unwrap_or(0)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,15 +96,6 @@ mod tests {
         assert_eq!(honour_retry_after(s(5), Some(s(1)), s(3600)), s(5), "never sooner than scheduled");
         assert_eq!(honour_retry_after(s(5), Some(s(99_999)), s(3600)), s(3600), "capped");
         assert_eq!(honour_retry_after(s(5), None, s(3600)), s(5));
-    }
-
-    #[test]
-    fn retry_after_parses_seconds_and_dates() {
-        let now = time::macros::datetime!(2026-11-25 10:00:00 UTC);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("Wed, 25 Nov 2026 10:01:30 GMT", now), Some(Duration::from_secs(90)));
-        assert_eq!(parse_retry_after("Wed, 25 Nov 2026 09:00:00 GMT", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]

@@ -8,6 +8,8 @@ pub mod message;
 pub mod model;
 pub mod records;
 pub mod replay;
+pub mod send;
+pub mod ssrf;
 
 pub use message::DeliveryMessage;
 pub use model::{

@@ -1,6 +1,7 @@
 //! The tenant API against the local engine (started by ./deploy/local/test.sh).
 
 mod browser;
+mod destinations;
 mod helpers;
 mod listing;
 mod metrics;

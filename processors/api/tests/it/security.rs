@@ -86,16 +86,45 @@ async fn another_tenants_data_is_indistinguishable_from_missing_data() {
     let d = api.store.get_destination(&b.tenant_id, &b_dest.id).await.unwrap().unwrap();
     assert_eq!((d.name.as_str(), d.enabled, d.version), ("crm", true, 1));
 
-    // Naming B in the header is the same as naming a tenant that does not exist.
-    for path in ["/v1/submissions", "/v1/metrics", "/v1/destinations", "/v1/deliveries?status=failed", "/v1/cost"] {
+    // Naming B in the header is the same as naming a tenant that does not exist, on every
+    // endpoint that works on a tenant, and B's data is unchanged afterwards.
+    let tenant_endpoints: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, "/v1/submissions".into(), None),
+        (Method::GET, format!("/v1/submissions/{b_sub}"), None),
+        (Method::GET, "/v1/metrics".into(), None),
+        (Method::GET, "/v1/metrics/live".into(), None),
+        (Method::GET, "/v1/destinations".into(), None),
+        (Method::POST, "/v1/destinations".into(), Some(json!({"url": "https://example.com/x"}))),
+        (Method::POST, format!("/v1/destinations/{}/test", b_dest.id), None),
+        (Method::GET, "/v1/deliveries?status=failed".into(), None),
+        (Method::POST, "/v1/replays".into(), Some(json!({"status": "failed", "dry_run": false}))),
+        (Method::GET, "/v1/cost".into(), None),
+        (Method::GET, "/v1/exports?format=jsonl".into(), None),
+        (Method::POST, "/v1/erasure".into(), Some(json!({"email": "someone@example.com"}))),
+        (Method::GET, "/v1/retention".into(), None),
+        (Method::PUT, "/v1/forms/contact/retention".into(), Some(json!({"days": 1}))),
+    ];
+    for (method, path, body) in &tenant_endpoints {
         let r = |t: &'static str| {
-            api.http.get(format!("{}{path}", api.base)).bearer_auth(&key_a).header("FormBridge-Tenant", t).send()
+            let mut req = api
+                .http
+                .request(method.clone(), format!("{}{path}", api.base))
+                .bearer_auth(&key_a)
+                .header("FormBridge-Tenant", t);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            req.send()
         };
         let theirs = r("sec-b").await.unwrap();
         let none = r("sec-nobody").await.unwrap();
-        assert_eq!(theirs.status(), 404, "{path}");
-        assert_eq!(theirs.text().await.unwrap(), none.text().await.unwrap(), "{path}");
+        assert_eq!(theirs.status(), 404, "{method} {path}");
+        assert_eq!(theirs.text().await.unwrap(), none.text().await.unwrap(), "{method} {path}");
     }
+    assert_eq!(api.store.list_destinations(&b.tenant_id).await.unwrap().len(), 1);
+    assert!(api.store.get_tenant(&b.tenant_id).await.unwrap().unwrap().form_retention.is_empty());
+    let (s, _) = api.get(&key_b, &format!("/v1/submissions/{b_sub}")).await;
+    assert_eq!(s, 200, "B's submission is still there");
     // Listings hold only A's own.
     let (_, list) = api.get(&key_a, "/v1/submissions").await;
     let listed: Vec<&str> =
@@ -240,4 +269,71 @@ async fn the_rate_limit_holds_per_key() {
     let limited = api.http.get(format!("{}/v1/destinations", api.base)).bearer_auth(&k1).send().await.unwrap();
     assert!(limited.headers().contains_key("retry-after"));
     assert_eq!(api.get(&k2, "/v1/destinations").await.0, 200, "another key has its own budget");
+}
+
+/// Everything the process logs, for the test below (a global subscriber, installed once).
+fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOGS: std::sync::OnceLock<&'static std::sync::Mutex<Vec<u8>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf: &'static std::sync::Mutex<Vec<u8>> = Box::leak(Box::default());
+        struct W(&'static std::sync::Mutex<Vec<u8>>);
+        impl std::io::Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::DEBUG).with_writer(move || W(buf)).try_init();
+        buf
+    })
+}
+
+#[tokio::test]
+async fn keys_tokens_cookies_and_cursors_never_reach_the_log() {
+    let logs = captured_logs();
+    let api = start(|_| {}).await;
+    let t = api.tenant("log-a", ShardHistory::new(1, 0).unwrap()).await;
+    let key = api.key(&[&t.tenant_id], "logged").await;
+    for i in 0..3 {
+        api.submission(&t, "contact", now_ms() + i, OffsetDateTime::now_utc()).await;
+    }
+    let (_, page) = api.get(&key, "/v1/submissions?limit=1").await;
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    api.get(&key, &format!("/v1/submissions?limit=1&cursor={cursor}")).await;
+    api.get("fbk_01J00000000000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "/v1/submissions").await;
+    let (token, _) = api
+        .store
+        .create_portal_token(
+            &t.tenant_id,
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+            &api.keyring,
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+    let r = api
+        .http
+        .post(format!("{}/v1/portal/exchange", api.base))
+        .json(&json!({"token": token.expose()}))
+        .send()
+        .await
+        .unwrap();
+    let cookie =
+        r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+    api.http
+        .get(format!("{}/v1/session", api.base))
+        .header("Cookie", format!("fb_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(text.contains("api request") && text.contains("/v1/submissions"), "requests are logged: {text}");
+    let secret_part = key.rsplit('_').next().unwrap();
+    for secret in [key.as_str(), secret_part, token.expose(), &cookie, &cursor] {
+        assert!(!text.contains(secret), "a secret reached the log");
+    }
 }

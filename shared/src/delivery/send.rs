@@ -7,16 +7,15 @@
 
 use std::time::{Duration, Instant};
 
+use crate::destination::{DestinationAuth, DestinationKind};
+use crate::submission::StoredSubmission;
 use base64::Engine;
-use formbridge_shared::destination::{DestinationAuth, DestinationKind};
-use formbridge_shared::submission::StoredSubmission;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
-use crate::schedule::parse_retry_after;
-use crate::ssrf::{self, AddressPolicy, ErrorClass, GuardedResolver};
-use formbridge_shared::delivery::model::MAX_RESPONSE_BYTES;
-use formbridge_shared::delivery::{truncate_body, FailureReason};
+use crate::delivery::model::MAX_RESPONSE_BYTES;
+use crate::delivery::ssrf::{self, AddressPolicy, ErrorClass, GuardedResolver};
+use crate::delivery::{truncate_body, FailureReason};
 
 /// The JSON a generic webhook destination receives. The same bytes for every attempt.
 pub fn webhook_body(sub: &StoredSubmission) -> Vec<u8> {
@@ -110,7 +109,42 @@ fn value(v: &str) -> Result<HeaderValue, String> {
     HeaderValue::from_str(v).map_err(|_| "a header value is not valid".to_owned())
 }
 
+/// Parses `Retry-After`: delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(Duration::from_secs(s));
+    }
+    let fmt = time::format_description::well_known::Rfc2822;
+    let at = time::OffsetDateTime::parse(&v.replace("GMT", "+0000"), &fmt).ok()?;
+    let d = at - now;
+    Some(Duration::from_secs(u64::try_from(d.whole_seconds()).unwrap_or(0)))
+}
+
 pub const USER_AGENT: &str = concat!("Form-Bridge-Webhooks/", env!("CARGO_PKG_VERSION"));
+
+/// One attempt: the body for the destination's kind, signed (Standard Webhooks) under
+/// `webhook_id` with the destination's secret, its credentials added, sent within its timeout.
+/// Returns the outcome and when the attempt started (epoch ms); an error names what could not be
+/// opened or signed (never a secret).
+pub async fn attempt(
+    sender: &Sender,
+    dest: &crate::destination::Destination,
+    keyring: &crate::secrets::Keyring,
+    webhook_id: &str,
+    sub: &StoredSubmission,
+) -> Result<(Outcome, u64), String> {
+    let secret = dest.signing_secret(keyring).map_err(|e| e.to_string())?;
+    let auth = dest.auth(keyring).map_err(|e| e.to_string())?;
+    let body = body_for(dest.kind, sub);
+    let started_ms = crate::clock::now_ms();
+    let ts = i64::try_from(started_ms / 1000).unwrap_or(0);
+    let signature = standardwebhooks::Webhook::new(secret.expose())
+        .and_then(|w| w.sign(webhook_id, ts, &body))
+        .map_err(|e| format!("cannot sign: {e}"))?;
+    let headers = headers(webhook_id, ts, &signature, auth.as_ref())?;
+    Ok((sender.send(&dest.url, headers, body, Duration::from_millis(dest.timeout_ms)).await, started_ms))
+}
 
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,6 +290,15 @@ pub fn error_text(o: &Outcome) -> Option<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn retry_after_parses_seconds_and_dates() {
+        let now = time::macros::datetime!(2026-11-25 10:00:00 UTC);
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Wed, 25 Nov 2026 10:01:30 GMT", now), Some(Duration::from_secs(90)));
+        assert_eq!(parse_retry_after("Wed, 25 Nov 2026 09:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
     fn outcome(status: u16, error: Option<ErrorClass>) -> Outcome {
         Outcome {
             status,
@@ -290,8 +333,8 @@ mod tests {
 
     fn stored(payload: Value) -> StoredSubmission {
         StoredSubmission {
-            tenant_id: formbridge_shared::TenantId::parse("acme").unwrap(),
-            submission_id: formbridge_shared::SubmissionId::new(),
+            tenant_id: crate::TenantId::parse("acme").unwrap(),
+            submission_id: crate::SubmissionId::new(),
             shard: 0,
             site: "www.example.com".into(),
             form_id: "contact".into(),

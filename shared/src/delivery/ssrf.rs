@@ -210,7 +210,7 @@ fn vet(host: &str, addrs: Vec<SocketAddr>, policy: AddressPolicy) -> Result<Vec<
     Ok(addrs)
 }
 
-pub use formbridge_shared::delivery::ErrorClass;
+pub use crate::delivery::ErrorClass;
 
 /// The errors beneath `err`, outermost first.
 fn sources<'a>(err: &'a reqwest::Error) -> impl Iterator<Item = &'a (dyn StdError + 'static)> + Clone {
