@@ -1,6 +1,7 @@
 //! `formbridge-loadtest`: traffic generation, load runs with a built-in receiver and a report,
 //! queue record/replay, and the cost model.
 
+pub mod api_bench;
 pub mod ceiling;
 pub mod cost;
 pub mod dictionary;

@@ -51,6 +51,9 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         max_backlog: u64,
     },
+    /// Time the read API's 50-item page against the engine's raw Query of the same partition,
+    /// in one run (a running formbridge-api is needed; the tenant is seeded here).
+    ApiBench(formbridge_loadtest::api_bench::ApiBenchArgs),
     /// Train a shared compression dictionary from a corpus of payloads, or sweep dictionary size
     /// and brotli quality over held-out payloads (the corpus: loadtest/corpus/).
     Dictionary {
@@ -241,6 +244,23 @@ async fn main() -> anyhow::Result<()> {
                 "{}",
                 serde_json::json!({ "queue": queue, "replayed": messages.len(), "backlog_wait_ms": waited.as_millis() as u64 })
             );
+        }
+        Command::ApiBench(args) => {
+            let keyring = match cli.resources.validate().and_then(|_| cli.keyring.load()) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("formbridge-loadtest: {e}");
+                    std::process::exit(2);
+                }
+            };
+            let store = formbridge_shared::store::DataStore::new(aws.dynamodb.clone(), cli.resources.table.clone());
+            let out = args.report.clone();
+            let report = formbridge_loadtest::api_bench::run(store, keyring, args).await?;
+            let json = serde_json::to_string_pretty(&report)?;
+            println!("{json}");
+            if let Some(path) = out {
+                std::fs::write(&path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+            }
         }
         Command::Dictionary { .. } => unreachable!("handled before the AWS clients are built"),
     }

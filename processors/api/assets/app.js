@@ -369,7 +369,7 @@ async function loadLatest(more = false) {
   let table = $('table', holder);
   if (!more || !table) {
     table = el('table', {});
-    fillTable(table, 'Latest submissions', ['Submission', 'Received', 'Form', 'Site', numeric('Raw'), numeric('Stored')], []);
+    fillTable(table, 'Latest submissions', ['Submission', 'Received', 'Form', 'Site', numeric('Size'), 'Deliveries'], []);
     holder.replaceChildren(table);
   }
   $('tbody', table).append(...body.submissions.map(submissionRow));
@@ -390,7 +390,15 @@ function submissionRow(s) {
     el('td', {}, s.form_id),
     el('td', {}, s.site),
     el('td', { class: 'num' }, bytes(s.raw_size)),
-    el('td', { class: 'num' }, bytes(s.stored_size)));
+    el('td', {}, deliverySummary(s.deliveries)));
+}
+
+// "2 succeeded, 1 failed" from a submission's recorded deliveries (destination → status).
+function deliverySummary(deliveries) {
+  const counts = {};
+  for (const status of Object.values(deliveries || {})) counts[status] = (counts[status] || 0) + 1;
+  const parts = Object.entries(counts).map(([status, n]) => `${n} ${status}`);
+  return parts.length ? parts.join(', ') : 'none yet';
 }
 
 async function showSubmission(id) {
