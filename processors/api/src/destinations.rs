@@ -214,6 +214,7 @@ pub async fn create(
         .create_destinations(std::slice::from_ref(tenant), &spec, &state.inner.keyring, OffsetDateTime::now_utc())
         .await
         .map_err(dest_error)?;
+    state.inner.destinations.invalidate(tenant).await;
     let (d, secret) = created.into_iter().next().ok_or_else(|| ApiError::internal("no destination created"))?;
     let mut out = view_json(&d, None);
     out["signing_secret"] = json!(secret.expose());
@@ -265,6 +266,7 @@ pub async fn update(
         )
         .await
         .map_err(dest_error)?;
+    state.inner.destinations.invalidate(tenant).await;
     Ok(Json(view_json(&d, None)))
 }
 
@@ -280,6 +282,7 @@ async fn set_enabled(state: &AppState, caller: &Caller, id: &str, enabled: bool)
         })
         .await
         .map_err(dest_error)?;
+    state.inner.destinations.invalidate(tenant).await;
     Ok(Json(view_json(&d, None)))
 }
 
@@ -310,6 +313,7 @@ pub async fn delete(
     let tenant = caller.tenant()?;
     let id = dest_id(&id)?;
     state.inner.store.delete_destination(tenant, &id, OffsetDateTime::now_utc()).await.map_err(dest_error)?;
+    state.inner.destinations.invalidate(tenant).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

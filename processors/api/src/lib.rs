@@ -84,6 +84,8 @@ pub(crate) struct Inner {
     pub limiter: DefaultKeyedRateLimiter<String>,
     pub auth_cache: Cache<[u8; 32], auth::Authenticated>,
     pub profiles: Cache<TenantId, Option<TenantProfile>>,
+    /// A tenant's destinations, for the history view (which shows the ones still queued).
+    pub destinations: Cache<TenantId, Arc<Vec<formbridge_shared::destination::Destination>>>,
     pub replayer: Replayer,
     pub health: HealthStore,
     /// Sends destination tests, with the delivery worker's address guard.
@@ -117,6 +119,22 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// A tenant's destinations, cached like profiles (a change made here clears it at once).
+    pub(crate) async fn destinations(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Arc<Vec<formbridge_shared::destination::Destination>>, ApiError> {
+        let store = self.inner.store.clone();
+        let t = tenant.clone();
+        self.inner
+            .destinations
+            .try_get_with(tenant.clone(), async move { store.list_destinations(&t).await.map(Arc::new) })
+            .await
+            .map_err(ApiError::unavailable)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("invalid configuration: {0}")]
@@ -146,6 +164,7 @@ pub async fn router(
             limiter: RateLimiter::keyed(quota),
             auth_cache: Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
             profiles: Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
+            destinations: Cache::builder().max_capacity(10_000).time_to_live(ttl).build(),
             replayer: Replayer { records: Records::new(store.clone(), "api"), queue },
             health: HealthStore { client: aws.dynamodb.clone(), table: config.resources.table.clone() },
             sender: formbridge_shared::delivery::send::Sender::new(formbridge_shared::delivery::ssrf::AddressPolicy {

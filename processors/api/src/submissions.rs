@@ -164,7 +164,7 @@ pub async fn one(
     let tenant = caller.tenant()?;
     let id = parse_id(&id, SubmissionId::parse)?;
     let profile = state.profile(tenant).await?;
-    let destinations = state.inner.store.list_destinations(tenant).await.map_err(ApiError::unavailable)?;
+    let destinations = state.destinations(tenant).await?;
     let h = history::read(&state.inner.store, &profile, &id, &destinations)
         .await
         .map_err(|e| match e {
