@@ -20,7 +20,8 @@ pub const AUDIT_RETENTION_DAYS: i64 = 90;
 pub struct AuditEvent {
     pub key: ItemKey,
     pub kind: &'static str,
-    pub actor: &'static str,
+    /// `admin` (the CLI), `api:<key id>` or `api:session`, `portal`, ...
+    pub actor: String,
     pub at: OffsetDateTime,
     pub detail: serde_json::Value,
 }
@@ -32,12 +33,23 @@ fn ttl(at: OffsetDateTime) -> i64 {
 impl AuditEvent {
     /// An admin change. `detail` must never hold a secret.
     pub fn admin(tenant: &TenantId, at: OffsetDateTime, kind: &'static str, detail: serde_json::Value) -> Self {
-        Self { key: keys::audit_event(tenant, at, ulid::Ulid::new()), kind, actor: "admin", at, detail }
+        Self::by("admin", tenant, at, kind, detail)
     }
 
     /// A change made through the tenant API. `detail` names the key or session, never a secret.
     pub fn api(tenant: &TenantId, at: OffsetDateTime, kind: &'static str, detail: serde_json::Value) -> Self {
-        Self { key: keys::audit_event(tenant, at, ulid::Ulid::new()), kind, actor: "api", at, detail }
+        Self::by("api", tenant, at, kind, detail)
+    }
+
+    /// A change made by `actor`. `detail` must never hold a secret.
+    pub fn by(
+        actor: &str,
+        tenant: &TenantId,
+        at: OffsetDateTime,
+        kind: &'static str,
+        detail: serde_json::Value,
+    ) -> Self {
+        Self { key: keys::audit_event(tenant, at, ulid::Ulid::new()), kind, actor: actor.to_owned(), at, detail }
     }
 
     pub fn to_item(&self) -> HashMap<String, AttributeValue> {
@@ -45,7 +57,7 @@ impl AuditEvent {
             (keys::PK.to_owned(), AttributeValue::S(self.key.pk.clone())),
             (keys::SK.to_owned(), AttributeValue::S(self.key.sk.clone())),
             (ad::KIND.to_owned(), AttributeValue::S(self.kind.to_owned())),
-            (ad::ACTOR.to_owned(), AttributeValue::S(self.actor.to_owned())),
+            (ad::ACTOR.to_owned(), AttributeValue::S(self.actor.clone())),
             (
                 ad::AT.to_owned(),
                 AttributeValue::S(self.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()),

@@ -420,7 +420,8 @@ impl DataStore {
             items.push(tx_exists(self.table(), &keys::tenant_profile(t)));
             items.push(tx_put(self.table(), d.to_item(), Some("attribute_not_exists(PK)")));
             items.push(tx_bump_set(self.table(), t));
-            let audit = AuditEvent::admin(
+            let audit = AuditEvent::by(
+                self.actor(),
                 t,
                 now,
                 "destination.created",
@@ -576,7 +577,7 @@ impl DataStore {
             p.expression_attribute_values =
                 Some(HashMap::from([(":v".to_owned(), AttributeValue::N(before.to_string()))]));
         }
-        let audit = AuditEvent::admin(tenant, now, kind, serde_json::json!({ "destination": id }));
+        let audit = AuditEvent::by(self.actor(), tenant, now, kind, serde_json::json!({ "destination": id }));
         let items = vec![put, tx_put(self.table(), audit.to_item(), None), tx_bump_set(self.table(), tenant)];
         match self.transact(items).await {
             Ok(()) => Ok(d),
@@ -618,7 +619,8 @@ impl DataStore {
             .condition_expression("attribute_exists(PK)")
             .build()
             .expect("table and key are set");
-        let audit = AuditEvent::admin(tenant, now, "destination.deleted", serde_json::json!({ "destination": id }));
+        let audit =
+            AuditEvent::by(self.actor(), tenant, now, "destination.deleted", serde_json::json!({ "destination": id }));
         match self
             .transact(vec![
                 TransactWriteItem::builder().delete(del).build(),

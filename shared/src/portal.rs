@@ -214,7 +214,8 @@ impl DataStore {
                 .expression_attribute_values(":now", attrs::n(now_ms))
                 .build()
                 .expect("table, key and expression are set");
-            let audit = AuditEvent::admin(
+            let audit = AuditEvent::by(
+                "portal",
                 &tenant,
                 now,
                 "portal.signed_in",

@@ -100,11 +100,23 @@ pub(crate) fn failed_conditions(e: &aws_sdk_dynamodb::Error) -> Option<Vec<usize
 pub struct DataStore {
     client: Client,
     table: String,
+    /// Who the changes made through this handle are audited as.
+    actor: std::sync::Arc<str>,
 }
 
 impl DataStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self { client, table: table.into(), actor: "admin".into() }
+    }
+
+    /// The same handle, auditing its changes as `actor` (e.g. `api:<key id>`).
+    pub fn acting_as(&self, actor: &str) -> DataStore {
+        Self { actor: actor.into(), ..self.clone() }
+    }
+
+    /// Who changes through this handle are audited as (`admin` unless set).
+    pub fn actor(&self) -> &str {
+        &self.actor
     }
 
     pub fn client(&self) -> &Client {

@@ -88,6 +88,11 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
     Ok(Json(json!({ "destinations": ds.iter().zip(&hs).map(|(d, h)| view_json(d, Some(h))).collect::<Vec<_>>() })))
 }
 
+/// The store, auditing changes as this key (or `api:session`).
+fn actor_store(state: &AppState, caller: &Caller) -> formbridge_shared::store::DataStore {
+    state.inner.store.acting_as(&format!("api:{}", caller.key_id))
+}
+
 fn dest_id(v: &str) -> Result<DestinationId, ApiError> {
     DestinationId::parse(v).map_err(|_| ApiError::not_found())
 }
@@ -208,9 +213,7 @@ pub async fn create(
         auth: b.auth.clone().flatten(),
         policy,
     };
-    let created = state
-        .inner
-        .store
+    let created = actor_store(&state, &caller)
         .create_destinations(std::slice::from_ref(tenant), &spec, &state.inner.keyring, OffsetDateTime::now_utc())
         .await
         .map_err(dest_error)?;
@@ -233,9 +236,7 @@ pub async fn update(
     let id = dest_id(&id)?;
     b.check()?;
     let forms = b.forms()?;
-    let d = state
-        .inner
-        .store
+    let d = actor_store(&state, &caller)
         .update_destination(
             tenant,
             &id,
@@ -274,9 +275,7 @@ async fn set_enabled(state: &AppState, caller: &Caller, id: &str, enabled: bool)
     let tenant = caller.tenant()?;
     let id = dest_id(id)?;
     let kind = if enabled { "destination.enabled" } else { "destination.disabled" };
-    let d = state
-        .inner
-        .store
+    let d = actor_store(state, caller)
         .update_destination(tenant, &id, &state.inner.keyring, OffsetDateTime::now_utc(), kind, |d, _| {
             d.enabled = enabled
         })
@@ -312,7 +311,10 @@ pub async fn delete(
 ) -> Result<impl IntoResponse, ApiError> {
     let tenant = caller.tenant()?;
     let id = dest_id(&id)?;
-    state.inner.store.delete_destination(tenant, &id, OffsetDateTime::now_utc()).await.map_err(dest_error)?;
+    actor_store(&state, &caller)
+        .delete_destination(tenant, &id, OffsetDateTime::now_utc())
+        .await
+        .map_err(dest_error)?;
     state.inner.destinations.invalidate(tenant).await;
     Ok(StatusCode::NO_CONTENT)
 }

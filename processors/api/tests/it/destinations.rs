@@ -53,6 +53,27 @@ async fn destinations_are_managed_over_http_and_a_test_send_is_signed() {
     let id = created["destination_id"].as_str().unwrap().to_owned();
     assert_eq!(created["auth"], "bearer", "the kind of credentials, never the token");
 
+    // Audited as the key that made it.
+    let key_id = key.strip_prefix("fbk_").unwrap().split('_').next().unwrap().to_owned();
+    let month = time::OffsetDateTime::now_utc().format(&time::macros::format_description!("[year]-[month]")).unwrap();
+    let audit = api
+        .store
+        .client()
+        .query()
+        .table_name(api.store.table())
+        .key_condition_expression("PK = :pk")
+        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("AUDIT#dst-a#{month}")))
+        .send()
+        .await
+        .unwrap();
+    let created_by: Vec<&str> = audit
+        .items()
+        .iter()
+        .filter(|i| i.get("kind").and_then(|v| v.as_s().ok()).map(String::as_str) == Some("destination.created"))
+        .filter_map(|i| i.get("actor")?.as_s().ok().map(String::as_str))
+        .collect();
+    assert_eq!(created_by, vec![format!("api:{key_id}").as_str()]);
+
     let (_, one) = api.get(&key, &format!("/v1/destinations/{id}")).await;
     assert!(one.get("signing_secret").is_none() && !one.to_string().contains("tok-123"), "{one}");
     assert_eq!(one["health"]["state"], "healthy");
