@@ -37,6 +37,8 @@ pub struct AwsClients {
     pub streams: aws_sdk_dynamodbstreams::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub eventbridge: aws_sdk_eventbridge::Client,
+    config: SdkConfig,
+    scope: Scope,
 }
 
 impl AwsClients {
@@ -52,11 +54,22 @@ impl AwsClients {
         Self::metered(config, Scope::Observer)
     }
 
+    /// The same clients, their requests also counted for `component` (e.g. `persister`), so
+    /// that the operations each process calls are known even when several run in one test
+    /// process ([`component_operations`]). Each process's `run` calls this first.
+    pub fn for_component(&self, component: &'static str) -> Self {
+        Self::metered_as(&self.config, self.scope, Some(component))
+    }
+
     fn metered(config: &SdkConfig, scope: Scope) -> Self {
+        Self::metered_as(config, scope, None)
+    }
+
+    fn metered_as(config: &SdkConfig, scope: Scope, component: Option<&'static str>) -> Self {
         use {
             aws_sdk_dynamodb as ddb, aws_sdk_dynamodbstreams as streams, aws_sdk_eventbridge as eb, aws_sdk_sqs as sqs,
         };
-        let meter = |service| RequestMeter { service, scope };
+        let meter = |service| RequestMeter { service, scope, component };
         Self {
             dynamodb: ddb::Client::from_conf(ddb::config::Builder::from(config).interceptor(meter("dynamodb")).build()),
             streams: streams::Client::from_conf(
@@ -66,6 +79,8 @@ impl AwsClients {
             eventbridge: eb::Client::from_conf(
                 eb::config::Builder::from(config).interceptor(meter("eventbridge")).build(),
             ),
+            config: config.clone(),
+            scope,
         }
     }
 
@@ -107,6 +122,8 @@ static REQUEST_TALLY: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new())
 pub struct RequestMeter {
     service: &'static str,
     scope: Scope,
+    /// The process whose clients these are, when known ([`AwsClients::for_component`]).
+    component: Option<&'static str>,
 }
 
 /// Whose requests a meter counts: the pipeline's (every process) or an observer's.
@@ -119,7 +136,7 @@ pub enum Scope {
 impl RequestMeter {
     /// A meter for one service's client; `service` becomes the `service` label.
     pub fn new(service: &'static str) -> Self {
-        Self { service, scope: Scope::Pipeline }
+        Self { service, scope: Scope::Pipeline, component: None }
     }
 }
 
@@ -205,7 +222,7 @@ impl Intercept for RequestMeter {
                 .increment(1);
             return Ok(());
         }
-        record_request(self.service, operation);
+        record_request(self.service, operation, self.component);
         cfg.interceptor_state().store_put(Sent(std::time::Instant::now()));
         Ok(())
     }
@@ -219,10 +236,23 @@ impl aws_smithy_types::config_bag::Storable for Sent {
     type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
 }
 
-fn record_request(service: &'static str, operation: &str) {
+fn record_request(service: &'static str, operation: &str, component: Option<&'static str>) {
     metrics::counter!("aws_requests_total", "service" => service, "operation" => operation.to_owned()).increment(1);
     let key = format!("{service}:{operation}");
+    if let Some(c) = component {
+        COMPONENT_OPERATIONS.lock().unwrap_or_else(PoisonError::into_inner).entry(c).or_default().insert(key.clone());
+    }
     *REQUEST_TALLY.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_insert(0) += 1;
+}
+
+/// Which operations each component has called (see [`AwsClients::for_component`]).
+static COMPONENT_OPERATIONS: Mutex<BTreeMap<&'static str, std::collections::BTreeSet<String>>> =
+    Mutex::new(BTreeMap::new());
+
+/// The operations (`"service:Operation"`) `component`'s clients have sent since start-up: what
+/// its IAM role must allow (`deploy/aws/`; the test that compares them is in `shared::testing`).
+pub fn component_operations(component: &str) -> std::collections::BTreeSet<String> {
+    COMPONENT_OPERATIONS.lock().unwrap_or_else(PoisonError::into_inner).get(component).cloned().unwrap_or_default()
 }
 
 /// Names of the AWS resources, shared by every process. Defaults are the production names;
@@ -356,8 +386,8 @@ mod tests {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
-            record_request("sqs", "MeterProbe");
-            record_request("sqs", "MeterProbe");
+            record_request("sqs", "MeterProbe", None);
+            record_request("sqs", "MeterProbe", None);
         });
         let text = handle.render();
         assert!(text.contains(r#"aws_requests_total{service="sqs",operation="MeterProbe"} 2"#), "{text}");

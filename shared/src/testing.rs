@@ -29,3 +29,60 @@ pub async fn fresh_stack() -> (AwsClients, ResourceNames, BootstrapReport) {
     let report = bootstrap(&aws, &names).await.expect("bootstrap against the local engine");
     (aws, names, report)
 }
+
+/// The IAM action(s) an AWS operation needs. DynamoDB Streams' actions are `dynamodb:` ones;
+/// SQS batch calls need the single call's action; a transaction needs the actions of its items
+/// (taken as put, update and condition check: deletes inside a transaction are not seen here).
+pub fn iam_actions(operation: &str) -> Vec<String> {
+    let (service, op) = operation.split_once(':').unwrap_or(("", operation));
+    match (service, op) {
+        ("dynamodb", "TransactWriteItems") => {
+            ["PutItem", "UpdateItem", "ConditionCheckItem"].iter().map(|a| format!("dynamodb:{a}")).collect()
+        }
+        ("dynamodb" | "dynamodbstreams", _) => vec![format!("dynamodb:{op}")],
+        ("sqs", _) => vec![format!("sqs:{}", op.strip_suffix("Batch").unwrap_or(op))],
+        ("eventbridge", _) => vec![format!("events:{op}")],
+        _ => vec![operation.to_owned()],
+    }
+}
+
+/// The actions a role of `deploy/aws/formbridge.yaml` allows (every statement of its inline
+/// policies).
+pub fn role_actions(role: &str) -> std::collections::BTreeSet<String> {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/aws/formbridge.yaml");
+    let text = std::fs::read_to_string(&path).expect("the CloudFormation template");
+    let docs = YamlLoader::load_from_str(&text).expect("the template is YAML");
+    let r = &docs[0]["Resources"][role];
+    assert!(!r.is_badvalue(), "the template has no resource {role}");
+    let mut out = std::collections::BTreeSet::new();
+    for policy in r["Properties"]["Policies"].as_vec().into_iter().flatten() {
+        for st in policy["PolicyDocument"]["Statement"].as_vec().into_iter().flatten() {
+            match &st["Action"] {
+                Yaml::String(a) => {
+                    out.insert(a.clone());
+                }
+                Yaml::Array(list) => out.extend(list.iter().filter_map(|a| a.as_str().map(str::to_owned))),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Fails the test when `component` called an operation its role in the template does not allow
+/// (a new call without a permission), naming each. Call it at the end of a test that ran the
+/// process through its paths.
+pub fn assert_role_allows(component: &str, role: &str) {
+    let allowed = role_actions(role);
+    let missing: Vec<String> = crate::aws::component_operations(component)
+        .iter()
+        .flat_map(|op| iam_actions(op).into_iter().map(move |a| (op.clone(), a)))
+        .filter(|(_, a)| !allowed.contains(a))
+        .map(|(op, a)| format!("{a} (for {op})"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{role} in deploy/aws/formbridge.yaml does not allow what {component} calls: {missing:?}"
+    );
+}

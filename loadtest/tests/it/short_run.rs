@@ -59,6 +59,11 @@ async fn a_short_run_loses_nothing_and_delivers_everything() {
     aggregator.await.unwrap();
     delivery.await.unwrap();
 
+    // Every AWS operation each process sent is allowed by its role in the template.
+    formbridge_shared::testing::assert_role_allows("persister", "PersisterRole");
+    formbridge_shared::testing::assert_role_allows("aggregator", "AggregatorRole");
+    formbridge_shared::testing::assert_role_allows("delivery", "DeliveryRole");
+
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&args.report).unwrap()).unwrap();
     assert_eq!(v["sent"], N);
     assert_eq!(v["accepted"], N);

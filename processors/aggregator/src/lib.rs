@@ -315,6 +315,7 @@ pub async fn run(
     aws: formbridge_shared::aws::AwsClients,
     shutdown: CancellationToken,
 ) -> Result<(), AggregatorError> {
+    let aws = aws.for_component("aggregator");
     let streams = DynamoStreams::for_table(&aws.dynamodb, aws.streams.clone(), &config.resources.table).await?;
     let leases = LeaseTable {
         client: aws.dynamodb.clone(),

@@ -152,6 +152,7 @@ pub async fn router(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> Result<Router, RunError> {
+    let aws = &aws.for_component("api");
     let keyring = config.keyring.load()?;
     let store = DataStore::new(aws.dynamodb.clone(), config.resources.table.clone());
     let queue = Queue::open(aws.sqs.clone(), &config.resources.delivery_queue, "api").await?;

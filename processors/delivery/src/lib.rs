@@ -58,6 +58,7 @@ pub async fn engine(config: &Config, aws: &AwsClients) -> Result<Arc<Engine>, De
 /// Runs every loop until `shutdown`; stream leases are released and attempts in flight are
 /// recorded on the way out.
 pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -> Result<(), DeliveryError> {
+    let aws = aws.for_component("delivery");
     let engine = engine(&config, &aws).await?;
     let dlq = Queue::open(aws.sqs.clone(), &config.resources.delivery_dlq, COMPONENT).await?;
     let streams = DynamoStreams::for_table(&aws.dynamodb, aws.streams.clone(), &config.resources.table).await?;

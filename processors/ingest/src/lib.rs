@@ -88,6 +88,7 @@ pub async fn endpoint(
     aws: &AwsClients,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> Result<Endpoint, IngestError> {
+    let aws = &aws.for_component("ingest");
     let keyring = config.keyring.load()?;
     let store = DataStore::new(aws.dynamodb.clone(), config.resources.table.clone());
     let queue = Queue::open(bounded_sqs(&aws.sqs), &config.resources.ingest_queue, "ingest").await?;

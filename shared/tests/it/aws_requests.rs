@@ -37,3 +37,27 @@ async fn every_client_counts_its_requests_by_operation() {
 fn count(tally: &BTreeMap<String, u64>, key: &str) -> u64 {
     tally.get(key).copied().unwrap_or(0)
 }
+
+/// Clients made for a component count its operations apart from every other component's, while
+/// still counting in the process-wide tally, once.
+#[tokio::test]
+async fn each_components_operations_are_known_apart() {
+    use formbridge_shared::aws::component_operations;
+    let (aws, names, report) = fresh_stack().await;
+    let before = request_counts();
+    let reader = aws.for_component("probe-reader");
+    let sender = aws.for_component("probe-sender");
+    reader.dynamodb.describe_table().table_name(&names.table).send().await.unwrap();
+    reader.streams.list_streams().table_name(&names.table).send().await.unwrap();
+    sender.sqs.get_queue_attributes().queue_url(&report.ingest_queue_url).send().await.unwrap();
+    // The plain clients are nobody's.
+    aws.dynamodb.describe_time_to_live().table_name(&names.table).send().await.unwrap();
+
+    let r = component_operations("probe-reader");
+    let s = component_operations("probe-sender");
+    assert_eq!(r.into_iter().collect::<Vec<_>>(), ["dynamodb:DescribeTable", "dynamodbstreams:ListStreams"]);
+    assert_eq!(s.into_iter().collect::<Vec<_>>(), ["sqs:GetQueueAttributes"]);
+    assert!(component_operations("nobody").is_empty());
+    let after = request_counts();
+    assert_eq!(count(&after, "sqs:GetQueueAttributes") - count(&before, "sqs:GetQueueAttributes"), 1, "counted once");
+}

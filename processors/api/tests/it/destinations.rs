@@ -116,6 +116,7 @@ async fn destinations_are_managed_over_http_and_a_test_send_is_signed() {
     assert_eq!((s, e["error"]["code"].as_str()), (400, Some("invalid_body")), "unknown fields are refused");
     assert_eq!(api.send(Method::DELETE, &key, &format!("/v1/destinations/{id}"), None).await.0, 204);
     assert_eq!(api.get(&key, &format!("/v1/destinations/{id}")).await.0, 404);
+    formbridge_shared::testing::assert_role_allows("api", "ApiRole");
 }
 
 #[tokio::test]

@@ -171,6 +171,7 @@ async fn erasure_removes_a_persons_submissions_and_closes_their_deliveries() {
         api.send(Method::POST, &key, "/v1/erasure", Some(json!({"email": "not an address"}))).await.1["error"]["code"],
         "invalid_email"
     );
+    formbridge_shared::testing::assert_role_allows("api", "ApiRole");
 }
 
 #[tokio::test]

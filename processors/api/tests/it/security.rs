@@ -142,6 +142,7 @@ async fn another_tenants_data_is_indistinguishable_from_missing_data() {
     let none = api.http.get(format!("{}/v1/submissions", api.base)).send().await.unwrap();
     assert_eq!(none.status(), 401);
     assert_eq!(api.get("fbk_nonsense", "/v1/submissions").await.1["error"]["code"], "invalid_api_key");
+    formbridge_shared::testing::assert_role_allows("api", "ApiRole");
 }
 
 #[tokio::test]
@@ -244,6 +245,7 @@ async fn a_portal_token_signs_in_once_and_sessions_need_their_csrf_token() {
     let out = with_cookie(Method::POST, "/v1/session/logout").header("X-CSRF-Token", &csrf).send().await.unwrap();
     assert_eq!(out.status(), 204);
     assert_eq!(with_cookie(Method::GET, "/v1/session").send().await.unwrap().status(), 401);
+    formbridge_shared::testing::assert_role_allows("api", "ApiRole");
 }
 
 #[tokio::test]

@@ -222,6 +222,7 @@ async fn hostile_requests_get_clear_answers_and_queue_nothing() {
     assert_eq!(app.post(&sign(&good), good).await.status, 202);
     assert_eq!(stack.queued().await, 1);
     app.token.cancel();
+    formbridge_shared::testing::assert_role_allows("ingest", "IngestRole");
 }
 
 #[tokio::test]

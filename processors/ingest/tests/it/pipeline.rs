@@ -87,6 +87,7 @@ async fn a_signed_submission_reaches_dynamodb_once_even_when_retried() {
     assert_eq!(stored.site, "shop.example.com");
     assert_eq!(stored.payload["fields"]["message"], "Hello there");
     app.token.cancel();
+    formbridge_shared::testing::assert_role_allows("ingest", "IngestRole");
 }
 
 #[tokio::test]
@@ -194,6 +195,7 @@ async fn forged_requests_are_audited_once_per_site_and_minute() {
     assert!(out.items().len() <= 2, "7 failures in (at most) 2 minutes must be at most 2 items");
     assert!(out.items().iter().all(|i| i.contains_key("ttl") && i.contains_key("bad_signature")));
     app.token.cancel();
+    formbridge_shared::testing::assert_role_allows("ingest", "IngestRole");
 }
 
 #[tokio::test]
