@@ -17,7 +17,7 @@ use formbridge_shared::cursor;
 use formbridge_shared::delivery::history;
 use formbridge_shared::delivery::model::{DeliveryRecord, Status};
 use formbridge_shared::delivery::replay::ReplayFilter;
-use formbridge_shared::listing::{ListFilter, SubmissionSummary, MAX_PAGE};
+use formbridge_shared::listing::{ListFilter, MAX_PAGE};
 use formbridge_shared::{DestinationId, FormId, SubmissionId, TenantId};
 
 use crate::auth::Caller;
@@ -116,18 +116,6 @@ impl ListParams {
     }
 }
 
-fn summary_json(s: &SubmissionSummary) -> Value {
-    json!({
-        "submission_id": s.submission_id,
-        "form_id": s.form_id,
-        "site": s.site,
-        "received_at": s.received_at,
-        "raw_size": s.raw_size,
-        "stored_size": s.stored_size,
-        "deliveries": s.deliveries,
-    })
-}
-
 /// `GET /v1/submissions`
 pub async fn list(
     State(state): State<AppState>,
@@ -145,7 +133,7 @@ pub async fn list(
     let profile = state.profile(tenant).await?;
     let page = state.inner.store.list_submissions(&profile, &filter, position.as_deref(), limit).await?;
     Ok(Json(json!({
-        "submissions": page.items.iter().map(summary_json).collect::<Vec<_>>(),
+        "submissions": page.items,
         "next_cursor": p.next_cursor(&state, tenant, &bound, page.next),
     })))
 }
