@@ -143,6 +143,10 @@ impl DataStore {
         let tenant = &profile.tenant_id;
         let mut receipt = ErasureReceipt { email_hash: hash(keyring, &needle), ..ErasureReceipt::default() };
         let mut writes: Vec<WriteRequest> = Vec::new();
+        // The submissions themselves go last, after every marker and attempt deletion is
+        // written: an erasure cut short then leaves the submissions findable, so asking again
+        // finishes it (deleted first, their still-open deliveries would never be found again).
+        let mut submissions: Vec<WriteRequest> = Vec::new();
         for shard in profile.shards.read_shards() {
             // Ascending key order: a submission, then its delivery records and attempts.
             let mut erasing: Option<crate::SubmissionId> = None;
@@ -171,7 +175,7 @@ impl DataStore {
                             if erasing.is_some() {
                                 receipt.submissions_erased += 1;
                                 receipt.submission_hashes.push(hash(keyring, &format!("{tenant}/{id}")));
-                                writes.push(delete(pk, sk));
+                                submissions.push(delete(pk, sk));
                             }
                         }
                         Entity::Delivery { id, .. } if erasing == Some(id) => {
@@ -204,6 +208,7 @@ impl DataStore {
             }
         }
         self.batch_write(writes).await?;
+        self.batch_write(submissions).await?;
         let detail = serde_json::json!({
             "actor": actor,
             "email_hash": receipt.email_hash,
