@@ -19,6 +19,7 @@ pub mod domain;
 pub mod erasure;
 pub mod ids;
 pub mod keys;
+pub mod lambda;
 pub mod listing;
 pub mod portal;
 pub mod queue;

@@ -86,3 +86,160 @@ pub fn assert_role_allows(component: &str, role: &str) {
         "{role} in deploy/aws/formbridge.yaml does not allow what {component} calls: {missing:?}"
     );
 }
+
+/// The SQS event Lambda's event source mapping would hand a function for these messages, as
+/// ReceiveMessage returned them (ask for every system and message attribute), in Lambda's own
+/// JSON shape, parsed as the function parses it.
+pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message], queue_arn: &str) -> crate::lambda::SqsEvent {
+    let records: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            let attributes: serde_json::Map<String, serde_json::Value> = m
+                .attributes()
+                .map(|a| a.iter().map(|(k, v)| (k.as_str().to_owned(), v.clone().into())).collect())
+                .unwrap_or_default();
+            let message_attributes: serde_json::Map<String, serde_json::Value> = m
+                .message_attributes()
+                .map(|a| {
+                    a.iter()
+                        .map(|(k, v)| {
+                            let value = serde_json::json!({
+                                "stringValue": v.string_value(),
+                                "dataType": v.data_type(),
+                                "stringListValues": [],
+                                "binaryListValues": [],
+                            });
+                            (k.clone(), value)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            serde_json::json!({
+                "messageId": m.message_id(),
+                "receiptHandle": m.receipt_handle(),
+                "body": m.body(),
+                "attributes": attributes,
+                "messageAttributes": message_attributes,
+                "md5OfBody": m.md5_of_body(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).expect("Lambda's SQS event shape")
+}
+
+/// The DynamoDB Streams event Lambda's event source mapping would hand a function for these
+/// records, as GetRecords returned them, in Lambda's own JSON shape, parsed as the function
+/// parses it.
+pub fn stream_event(
+    records: &[aws_sdk_dynamodbstreams::types::Record],
+    stream_arn: &str,
+) -> crate::lambda::StreamEvent {
+    use aws_sdk_dynamodbstreams::types::AttributeValue as Sv;
+    use base64::Engine as _;
+    fn value(v: &Sv) -> serde_json::Value {
+        let b64 = |b: &aws_smithy_types::Blob| base64::engine::general_purpose::STANDARD.encode(b.as_ref());
+        match v {
+            Sv::S(s) => serde_json::json!({ "S": s }),
+            Sv::N(n) => serde_json::json!({ "N": n }),
+            Sv::B(b) => serde_json::json!({ "B": b64(b) }),
+            Sv::Bool(b) => serde_json::json!({ "BOOL": b }),
+            Sv::Null(n) => serde_json::json!({ "NULL": n }),
+            Sv::L(l) => serde_json::json!({ "L": l.iter().map(value).collect::<Vec<_>>() }),
+            Sv::M(m) => serde_json::json!({ "M": map(m) }),
+            Sv::Ss(s) => serde_json::json!({ "SS": s }),
+            Sv::Ns(s) => serde_json::json!({ "NS": s }),
+            Sv::Bs(s) => serde_json::json!({ "BS": s.iter().map(b64).collect::<Vec<_>>() }),
+            other => panic!("an attribute value this helper does not know: {other:?}"),
+        }
+    }
+    fn map(m: &std::collections::HashMap<String, Sv>) -> serde_json::Value {
+        m.iter().map(|(k, v)| (k.clone(), value(v))).collect::<serde_json::Map<_, _>>().into()
+    }
+    let records: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            let d = r.dynamodb().expect("a stream record has its change");
+            let mut change = serde_json::json!({
+                "SequenceNumber": d.sequence_number(),
+                "SizeBytes": d.size_bytes(),
+                "StreamViewType": d.stream_view_type().map(|v| v.as_str()),
+                "Keys": map(d.keys().expect("a stream record has its keys")),
+            });
+            if let Some(t) = d.approximate_creation_date_time() {
+                change["ApproximateCreationDateTime"] = serde_json::json!(t.as_secs_f64());
+            }
+            if let Some(m) = d.new_image() {
+                change["NewImage"] = map(m);
+            }
+            if let Some(m) = d.old_image() {
+                change["OldImage"] = map(m);
+            }
+            let mut record = serde_json::json!({
+                "eventID": r.event_id(),
+                "eventName": r.event_name().map(|n| n.as_str()),
+                "eventVersion": r.event_version(),
+                "eventSource": "aws:dynamodb",
+                "awsRegion": r.aws_region(),
+                "eventSourceARN": stream_arn,
+                "dynamodb": change,
+            });
+            if let Some(u) = r.user_identity() {
+                record["userIdentity"] = serde_json::json!({ "type": u.r#type(), "principalId": u.principal_id() });
+            }
+            record
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).expect("Lambda's DynamoDB Streams event shape")
+}
+
+/// Every record the table's stream holds now, in order, with the stream's ARN: what a stream
+/// event source mapping would hand a function, read with the real GetRecords.
+pub async fn stream_records(aws: &AwsClients, table: &str) -> (String, Vec<aws_sdk_dynamodbstreams::types::Record>) {
+    use aws_sdk_dynamodbstreams::types::ShardIteratorType;
+    let arn = aws
+        .dynamodb
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .expect("describe the table")
+        .table
+        .and_then(|t| t.latest_stream_arn)
+        .expect("the table has a stream");
+    let shards = aws
+        .streams
+        .describe_stream()
+        .stream_arn(&arn)
+        .send()
+        .await
+        .expect("describe the stream")
+        .stream_description
+        .and_then(|d| d.shards)
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for shard in shards {
+        let mut iterator = aws
+            .streams
+            .get_shard_iterator()
+            .stream_arn(&arn)
+            .shard_id(shard.shard_id().unwrap_or_default())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .expect("a shard iterator")
+            .shard_iterator;
+        while let Some(it) = iterator {
+            let page = aws.streams.get_records().shard_iterator(it).send().await.expect("read the stream");
+            let records = page.records.unwrap_or_default();
+            if records.is_empty() {
+                break;
+            }
+            out.extend(records);
+            iterator = page.next_shard_iterator;
+        }
+    }
+    (arn, out)
+}

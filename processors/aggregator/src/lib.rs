@@ -294,12 +294,93 @@ impl BatchProcessor for Aggregator {
     /// the written buckets already hold.
     async fn process(&self, records: &[Change], committer: &mut Committer<'_>) -> Result<(), ProcessError> {
         let shard = committer.shard().to_owned();
+        self.apply(records, &shard).await
+    }
+}
+
+impl Aggregator {
+    /// Folds records that all come, in order, from one source whose high-water marks are named
+    /// `mark`: a stream shard (the long-running consumer), or one partition key (Lambda mode).
+    pub async fn apply(&self, records: &[Change], mark: &str) -> Result<(), ProcessError> {
         let mut grouped: Vec<Change> = records.to_vec();
         grouped.sort_by(|a, b| tenant_of(a).cmp(&tenant_of(b)));
         for run in fold::chunks(&grouped, MAX_BUCKETS_PER_RUN) {
-            self.write_run(run, &shard).await?;
+            self.write_run(run, mark).await?;
         }
         Ok(())
+    }
+}
+
+/// The aggregator as a Lambda function behind a DynamoDB Streams event source mapping
+/// (`ParallelizationFactor` 1, `BisectBatchOnFunctionError`, `ReportBatchItemFailures`).
+///
+/// There is no lease or checkpoint of ours here, and Lambda's events do not name their shard, so
+/// the high-water marks are kept per source partition key instead (`hw#pk:<PK>`): every record
+/// of one partition key comes from one shard at a time, in order, and a child shard is read
+/// only after its parent. A retried or repeated batch is refused bucket by bucket exactly as a
+/// re-read batch is in the long-running consumer, so metrics stay exact. The price: a bucket fed
+/// by several of a tenant's write shards in one batch is updated once per shard.
+#[derive(Debug)]
+pub struct LambdaHandler {
+    pub aggregator: Aggregator,
+}
+
+/// The mark name of a partition key, in Lambda mode.
+pub fn partition_mark(pk: &str) -> String {
+    format!("pk:{pk}")
+}
+
+impl LambdaHandler {
+    pub fn new(config: &Config, aws: &formbridge_shared::aws::AwsClients) -> Self {
+        let aws = aws.for_component("aggregator");
+        Self {
+            aggregator: Aggregator::new(
+                aws.dynamodb.clone(),
+                config.resources.table.clone(),
+                i64::from(config.hourly_ttl_days),
+                i64::from(config.daily_ttl_days),
+            ),
+        }
+    }
+
+    /// Folds the event's records. On a failure the response names the earliest record not yet
+    /// folded; the mapping retries from it (what was folded after it is refused by its marks).
+    pub async fn handle(
+        &self,
+        event: formbridge_shared::lambda::StreamEvent,
+    ) -> formbridge_shared::lambda::DynamoDbEventResponse {
+        let changes = formbridge_shared::lambda::changes(&event);
+        // Group by source partition, keeping stream order within each.
+        let mut groups: Vec<(String, Vec<Change>)> = Vec::new();
+        for c in changes {
+            let Some((tenant, shard)) = source_of(&c) else { continue };
+            let pk = keys::submission_pk(tenant, shard);
+            match groups.iter_mut().find(|(p, _)| *p == pk) {
+                Some((_, g)) => g.push(c),
+                None => groups.push((pk, vec![c])),
+            }
+        }
+        for (i, (pk, records)) in groups.iter().enumerate() {
+            if let Err(e) = self.aggregator.apply(records, &partition_mark(pk)).await {
+                let first = groups[i..]
+                    .iter()
+                    .flat_map(|(_, g)| g.iter().map(|c| &c.seq))
+                    .min_by_key(|s| stream::record::padded_seq(s))
+                    .cloned();
+                tracing::error!(error = %e, partition = %pk, "metric updates failed; the batch is retried from its first record not folded");
+                return formbridge_shared::lambda::stream_response(first.as_deref());
+            }
+        }
+        formbridge_shared::lambda::stream_response(None)
+    }
+}
+
+fn source_of(c: &Change) -> Option<(&formbridge_shared::TenantId, u16)> {
+    match &c.entity {
+        keys::Entity::Submission { tenant, shard, .. }
+        | keys::Entity::Delivery { tenant, shard, .. }
+        | keys::Entity::DeliveryAttempt { tenant, shard, .. } => Some((tenant, *shard)),
+        _ => None,
     }
 }
 

@@ -19,7 +19,7 @@ use crate::engine::{Engine, EngineError};
 use crate::events::{DeadLettered, InternalEvent};
 
 /// How long a dead letter that could not be settled waits before it is looked at again (s).
-const RETRY_AFTER_S: i32 = 300;
+pub(crate) const RETRY_AFTER_S: i32 = 300;
 
 /// How long an empty DLQ rests before the next look.
 const IDLE: Duration = Duration::from_secs(60);

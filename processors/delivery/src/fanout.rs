@@ -66,7 +66,11 @@ impl BatchProcessor for FanOut {
 }
 
 impl FanOut {
-    async fn fan_out(&self, records: &[Change], recheck: impl Fn(&Change) -> bool) -> Result<(), ProcessError> {
+    pub(crate) async fn fan_out(
+        &self,
+        records: &[Change],
+        recheck: impl Fn(&Change) -> bool,
+    ) -> Result<(), ProcessError> {
         // Destination lists current for every submission in the batch, in one batched read.
         let mut wanted: HashMap<TenantId, u64> = HashMap::new();
         for c in records {

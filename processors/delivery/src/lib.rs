@@ -17,6 +17,7 @@ mod dead_letters;
 mod engine;
 mod events;
 mod fanout;
+pub mod lambda;
 mod schedule;
 use formbridge_shared::delivery::{send, ssrf};
 mod worker;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 pub use engine::{decide, Decision, Engine, COMPONENT};
+pub use lambda::{LambdaHandler, LambdaRole};
 pub use schedule::Schedule;
 pub use send::{Verdict, USER_AGENT};
 pub use ssrf::AddressPolicy;

@@ -23,7 +23,7 @@ use crate::engine::Engine;
 use crate::events::{InternalEvent, NotHandled};
 
 /// Seconds a message that could not be handled waits before it is tried again.
-const ERROR_BACKOFF_S: i32 = 10;
+pub(crate) const ERROR_BACKOFF_S: i32 = 10;
 
 /// Longest wait for a batch of acknowledgements to fill. Nobody waits on a delete, so it may
 /// linger longer than a receive.

@@ -121,6 +121,26 @@ pub async fn endpoint(
     Ok(Endpoint { router, failures, store, enqueue_stats })
 }
 
+/// The endpoint as a Lambda function behind a Function URL: the same router, with two changes
+/// for an instance that serves one request at a time and is frozen between them. Sends do not
+/// linger for company (no other request can join them), and the authentication-failure counts
+/// are written after each request instead of by a background timer that a frozen function
+/// would never run.
+pub async fn lambda_app(config: &Config, aws: &AwsClients) -> Result<Router, IngestError> {
+    let mut config = config.clone();
+    config.batch_linger_ms = 0;
+    let ep = endpoint(&config, aws, None).await?;
+    let (failures, store) = (ep.failures, ep.store);
+    Ok(ep.router.layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+        let (failures, store) = (failures.clone(), store.clone());
+        async move {
+            let response = next.run(req).await;
+            failures.flush(&store).await;
+            response
+        }
+    })))
+}
+
 /// The queue client for the request path: a hung queue must turn into a 503 within seconds, not
 /// hold the sender's connection. The SDK's standard retries still apply within that bound.
 fn bounded_sqs(sqs: &aws_sdk_sqs::Client) -> aws_sdk_sqs::Client {

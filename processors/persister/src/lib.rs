@@ -83,11 +83,33 @@ struct Ctx {
     /// Deletes from the ingest queue, gathered across concurrent batches into full
     /// DeleteMessageBatch calls (up to 10 each).
     acker: formbridge_shared::queue::Acker,
+    core: Core,
+}
+
+/// What stores a batch, in either mode: the long-running pollers delete what it stored; in
+/// Lambda mode the event source mapping does.
+struct Core {
     dlq: Queue,
     table: DynamoBatchWrite,
     codec: PayloadCodec,
     write_retries: u16,
     counters: Arc<Counters>,
+}
+
+impl Core {
+    async fn open(config: &Config, aws: &AwsClients, counters: Arc<Counters>) -> Result<Core, PersistError> {
+        Ok(Core {
+            dlq: Queue::open(aws.sqs.clone(), &config.resources.ingest_dlq, COMPONENT).await?,
+            table: DynamoBatchWrite { client: aws.dynamodb.clone(), table: config.resources.table.clone() },
+            codec: PayloadCodec {
+                threshold: config.compress_threshold,
+                quality: config.brotli_quality,
+                ..PayloadCodec::default()
+            },
+            write_retries: config.write_retries,
+            counters,
+        })
+    }
 }
 
 /// How long a delete waits for company from other batches before its DeleteMessageBatch goes.
@@ -99,20 +121,9 @@ pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -
     let counters = Arc::new(Counters::default());
     let queue = Queue::open(aws.sqs.clone(), &config.resources.ingest_queue, COMPONENT).await?;
     let acker = queue.acker(DELETE_LINGER);
-    let ctx = Arc::new(Ctx {
-        queue,
-        acker: acker.clone(),
-        dlq: Queue::open(aws.sqs.clone(), &config.resources.ingest_dlq, COMPONENT).await?,
-        table: DynamoBatchWrite { client: aws.dynamodb.clone(), table: config.resources.table.clone() },
-        codec: PayloadCodec {
-            threshold: config.compress_threshold,
-            quality: config.brotli_quality,
-            ..PayloadCodec::default()
-        },
-        write_retries: config.write_retries,
-        counters: counters.clone(),
-    });
-    tracing::info!(queue = %ctx.queue.name(), table = %ctx.table.table, pollers = config.pollers, writers = config.writers, "persister started");
+    let core = Core::open(&config, &aws, counters.clone()).await?;
+    let ctx = Arc::new(Ctx { queue, acker: acker.clone(), core });
+    tracing::info!(queue = %ctx.queue.name(), table = %ctx.core.table.table, pollers = config.pollers, writers = config.writers, "persister started");
 
     let (tx, rx) = futures::channel::mpsc::channel::<Received>(usize::from(config.pollers) * 10);
     let pollers: Vec<_> = (0..config.pollers)
@@ -176,7 +187,7 @@ async fn poll(
                 // so that at low rates one receive (and one write, one delete) carries several.
                 let partial = messages.len() < 10;
                 for m in messages {
-                    ctx.counters.received.fetch_add(1, Ordering::Relaxed);
+                    ctx.core.counters.received.fetch_add(1, Ordering::Relaxed);
                     if tx.send(m).await.is_err() {
                         return;
                     }
@@ -225,10 +236,18 @@ fn prepare(codec: &PayloadCodec, batch: Vec<Received>) -> Prepared {
 }
 
 async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Received>) {
+    let deletable = store_batch(&ctx.core, batch).await;
+    delete(&ctx, deletable).await;
+}
+
+/// Stores a batch: poison messages go to the DLQ with their reason, the rest are written.
+/// Returns the receipt handles of the messages now durable (written, or in the DLQ), which may
+/// be deleted from the ingest queue; the others must come back.
+async fn store_batch(ctx: &Core, batch: Vec<Received>) -> Vec<String> {
     let Prepared { items, rejected } = prepare(&ctx.codec, batch);
     let mut deletable = Vec::new();
     if !rejected.is_empty() {
-        deletable.extend(dead_letter(&ctx, rejected).await);
+        deletable.extend(dead_letter(ctx, rejected).await);
     }
     if !items.is_empty() {
         let n = items.len() as u64;
@@ -257,12 +276,15 @@ async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Received>) {
             }
         }
     }
-    delete(&ctx, deletable).await;
+    deletable
 }
 
 /// Sends rejected messages to the DLQ with their reason; returns the receipt handles that may
 /// now be deleted from the ingest queue (those the DLQ accepted).
-async fn dead_letter(ctx: &Ctx, rejected: Vec<(Received, formbridge_shared::submission::MessageError)>) -> Vec<String> {
+async fn dead_letter(
+    ctx: &Core,
+    rejected: Vec<(Received, formbridge_shared::submission::MessageError)>,
+) -> Vec<String> {
     let outgoing: Vec<Outgoing> = rejected
         .iter()
         .map(|(m, e)| {
@@ -295,11 +317,58 @@ async fn delete(ctx: &Ctx, handles: Vec<String>) {
     for r in futures::future::join_all(handles.into_iter().map(|h| ctx.acker.ack_now(h))).await {
         match r {
             Ok(()) => {
-                ctx.counters.deleted.fetch_add(1, Ordering::Relaxed);
+                ctx.core.counters.deleted.fetch_add(1, Ordering::Relaxed);
             }
             // Harmless: the message comes back and rewrites the same item.
             Err(e) => tracing::warn!(error = %e, "delete failed; message will be redelivered"),
         }
+    }
+}
+
+/// The persister as a Lambda function behind an SQS event source mapping on the ingest queue
+/// (with `ReportBatchItemFailures`): the same preparation and writes as the long-running
+/// pollers. The mapping deletes what the function reports done.
+#[derive(Debug)]
+pub struct LambdaHandler {
+    core: Core,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("table", &self.table.table).finish_non_exhaustive()
+    }
+}
+
+impl LambdaHandler {
+    pub async fn new(config: &Config, aws: &AwsClients) -> Result<Self, PersistError> {
+        let aws = aws.for_component(COMPONENT);
+        Ok(Self { core: Core::open(config, &aws, Arc::new(Counters::default())).await? })
+    }
+
+    /// Stores the event's messages; the response names (by message id) every message that is
+    /// not durable yet, so that it stays on the queue and comes back.
+    pub async fn handle(
+        &self,
+        event: formbridge_shared::lambda::SqsEvent,
+    ) -> formbridge_shared::lambda::SqsBatchResponse {
+        let batch = formbridge_shared::lambda::received(&event);
+        let by_receipt: HashMap<String, String> = batch.iter().map(|m| (m.receipt.clone(), m.id.clone())).collect();
+        let mut pending: std::collections::BTreeSet<String> = batch.iter().map(|m| m.id.clone()).collect();
+        self.core.counters.received.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        for receipt in store_batch(&self.core, batch).await {
+            if let Some(id) = by_receipt.get(&receipt) {
+                pending.remove(id);
+            }
+        }
+        if !pending.is_empty() {
+            tracing::warn!(pending = pending.len(), "messages not stored; reported as batch item failures");
+        }
+        formbridge_shared::lambda::sqs_response(pending)
+    }
+
+    /// What this instance did so far.
+    pub fn summary(&self) -> RunSummary {
+        self.core.counters.summary()
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod edges;
 mod harness;
+mod lambda;
 mod outcomes;
 mod resilience;
 mod schemas;

@@ -2,6 +2,7 @@
 
 mod helpers;
 mod hostile;
+mod lambda;
 mod outage;
 mod pipeline;
 mod schema;

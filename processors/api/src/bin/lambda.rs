@@ -1,0 +1,20 @@
+//! The tenant API and dashboard as a Lambda function behind a Function URL in
+//! `RESPONSE_STREAM` mode (so the dashboard's live updates stream, up to the function's
+//! timeout, after which the browser reconnects). Configured by the same environment variables
+//! as the process.
+
+use clap::Parser;
+use formbridge_api::{router, Config};
+use formbridge_shared::aws::AwsClients;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    let config = Config::parse_from(["formbridge-api-lambda"]);
+    if let Err(e) = config.validate() {
+        eprintln!("formbridge-api-lambda: {e}");
+        std::process::exit(2);
+    }
+    formbridge_shared::telemetry::init();
+    let app = router(&config, &AwsClients::from_env().await, None, tokio_util::sync::CancellationToken::new()).await?;
+    lambda_http::run_with_streaming_response(app).await
+}
