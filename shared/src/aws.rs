@@ -61,6 +61,22 @@ impl AwsClients {
         Self::metered_as(&self.config, self.scope, Some(component))
     }
 
+    /// The same clients signing with other credentials (e.g. a role assumed for one tenant),
+    /// metered for `component`.
+    pub fn with_credentials(
+        &self,
+        credentials: aws_credential_types::provider::SharedCredentialsProvider,
+        component: &'static str,
+    ) -> Self {
+        let config = self.config.to_builder().credentials_provider(credentials).build();
+        Self::metered_as(&config, self.scope, Some(component))
+    }
+
+    /// The SDK configuration these clients were made from.
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.config
+    }
+
     fn metered(config: &SdkConfig, scope: Scope) -> Self {
         Self::metered_as(config, scope, None)
     }
@@ -155,6 +171,9 @@ impl Intercept for RequestMeter {
             return Ok(());
         }
         let input = context.input();
+        if let (Some(c), "dynamodb") = (self.component, self.service) {
+            record_transaction_items(c, input);
+        }
         let pending = match self.service {
             "dynamodb" => crate::billing::dynamodb_request(input),
             "sqs" => Some(crate::billing::sqs_request(input)),
@@ -243,6 +262,30 @@ fn record_request(service: &'static str, operation: &str, component: Option<&'st
         COMPONENT_OPERATIONS.lock().unwrap_or_else(PoisonError::into_inner).entry(c).or_default().insert(key.clone());
     }
     *REQUEST_TALLY.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_insert(0) += 1;
+}
+
+/// A transaction needs the permission of each kind of item in it, so its item kinds are
+/// recorded as operations of their own: `dynamodb:TransactWriteItems+PutItem`, and so on.
+fn record_transaction_items(
+    component: &'static str,
+    input: &aws_smithy_runtime_api::client::interceptors::context::Input,
+) {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput;
+    let Some(t) = input.downcast_ref::<TransactWriteItemsInput>() else { return };
+    let mut ops = COMPONENT_OPERATIONS.lock().unwrap_or_else(PoisonError::into_inner);
+    let set = ops.entry(component).or_default();
+    for item in t.transact_items.iter().flatten() {
+        let kind = if item.put.is_some() {
+            "PutItem"
+        } else if item.update.is_some() {
+            "UpdateItem"
+        } else if item.delete.is_some() {
+            "DeleteItem"
+        } else {
+            "ConditionCheckItem"
+        };
+        set.insert(format!("dynamodb:TransactWriteItems+{kind}"));
+    }
 }
 
 /// Which operations each component has called (see [`AwsClients::for_component`]).

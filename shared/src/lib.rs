@@ -12,6 +12,7 @@ pub mod buckets;
 pub mod capacity;
 pub mod clock;
 pub mod codec;
+pub mod cost_model;
 pub mod cursor;
 pub mod delivery;
 pub mod destination;

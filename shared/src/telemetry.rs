@@ -17,6 +17,39 @@ pub fn init() {
     };
 }
 
+/// Metrics carried by log lines, for CloudWatch: the template's metric filters
+/// (`deploy/aws/formbridge.yaml`, `AWS::Logs::MetricFilter`) match `{ $.metric = "<name>" }` on
+/// the JSON log lines and publish `$.value` in the `FormBridge` namespace. This works the same
+/// for Lambda functions and ECS tasks, needs no permission, and costs only the log bytes. A test
+/// checks that every name here has its filter in the template.
+pub mod log_metric {
+    /// Seconds between a stream record's creation and its handling; field `group` too.
+    pub const STREAM_LAG_SECONDS: &str = "stream_lag_seconds";
+    /// A delivery that ended failed (value 1).
+    pub const DELIVERY_FAILED: &str = "delivery_failed";
+    /// Stream records trimmed before they were read: data loss (value 1).
+    pub const STREAM_TRIMMED: &str = "stream_trimmed";
+    /// A 5xx answer of the ingest endpoint (value 1).
+    pub const INGEST_5XX: &str = "ingest_5xx";
+    pub const ALL: [&str; 4] = [STREAM_LAG_SECONDS, DELIVERY_FAILED, STREAM_TRIMMED, INGEST_5XX];
+
+    /// Writes one metric line.
+    pub fn emit(name: &'static str, value: u64) {
+        tracing::info!(metric = name, value, "metric");
+    }
+
+    /// Writes one stream-lag line for a consumer group.
+    pub fn stream_lag(group: &str, lag_s: u64) {
+        tracing::info!(metric = STREAM_LAG_SECONDS, value = lag_s, group, "metric");
+    }
+
+    /// The lag of the newest record of a batch (epoch seconds of its creation), if known.
+    pub fn lag_of(created_s: Option<i64>) -> Option<u64> {
+        let now = crate::clock::now_ms() / 1000;
+        created_s.and_then(|c| u64::try_from(c).ok()).map(|c| now.saturating_sub(c))
+    }
+}
+
 /// Serves Prometheus metrics on `addr` when set (the processes' `*_METRICS_ADDR` setting, named
 /// by `setting` in the error), with this process's CPU time (see [`process_metrics`]).
 pub fn serve_metrics(addr: Option<std::net::SocketAddr>, setting: &str, process: &'static str) -> Result<(), String> {
@@ -66,6 +99,28 @@ pub fn parse_stat_cpu(stat: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    /// Every metric the code writes as a log line has its metric filter in the CloudFormation
+    /// template, and every filter reads a metric the code writes.
+    #[test]
+    fn every_log_metric_has_its_filter_in_the_template_and_back() {
+        let text = include_str!("../../deploy/aws/formbridge.yaml");
+        let docs = yaml_rust2::YamlLoader::load_from_str(text).unwrap();
+        let filtered: std::collections::BTreeSet<String> = docs[0]["Resources"]
+            .as_hash()
+            .unwrap()
+            .values()
+            .filter(|r| r["Type"].as_str() == Some("AWS::Logs::MetricFilter"))
+            .map(|r| {
+                let pattern = r["Properties"]["FilterPattern"].as_str().unwrap();
+                let name = pattern.strip_prefix("{ $.metric = \"").and_then(|p| p.strip_suffix("\" }"));
+                name.unwrap_or_else(|| panic!("a filter pattern of another shape: {pattern}")).to_owned()
+            })
+            .collect();
+        let written: std::collections::BTreeSet<String> =
+            super::log_metric::ALL.iter().map(|s| s.to_string()).collect();
+        assert_eq!(filtered, written);
+    }
+
     #[test]
     fn cpu_time_is_read_after_the_command_name() {
         let line = "4242 (formbridge (x) y) S 1 2 3 4 5 6 7 8 9 10 250 130 0 0 20 0 8 0 100 2000 30";

@@ -31,13 +31,14 @@ pub async fn fresh_stack() -> (AwsClients, ResourceNames, BootstrapReport) {
 }
 
 /// The IAM action(s) an AWS operation needs. DynamoDB Streams' actions are `dynamodb:` ones;
-/// SQS batch calls need the single call's action; a transaction needs the actions of its items
-/// (taken as put, update and condition check: deletes inside a transaction are not seen here).
+/// SQS batch calls need the single call's action; a transaction needs no action of its own, only
+/// those of its items, which the metering records as `dynamodb:TransactWriteItems+<ItemAction>`.
 pub fn iam_actions(operation: &str) -> Vec<String> {
     let (service, op) = operation.split_once(':').unwrap_or(("", operation));
     match (service, op) {
-        ("dynamodb", "TransactWriteItems") => {
-            ["PutItem", "UpdateItem", "ConditionCheckItem"].iter().map(|a| format!("dynamodb:{a}")).collect()
+        ("dynamodb", "TransactWriteItems") => Vec::new(),
+        ("dynamodb", _) if op.starts_with("TransactWriteItems+") => {
+            vec![format!("dynamodb:{}", &op["TransactWriteItems+".len()..])]
         }
         ("dynamodb" | "dynamodbstreams", _) => vec![format!("dynamodb:{op}")],
         ("sqs", _) => vec![format!("sqs:{}", op.strip_suffix("Batch").unwrap_or(op))],
@@ -85,6 +86,24 @@ pub fn assert_role_allows(component: &str, role: &str) {
         missing.is_empty(),
         "{role} in deploy/aws/formbridge.yaml does not allow what {component} calls: {missing:?}"
     );
+    record_usage(component, role);
+}
+
+/// Where each test binary leaves the IAM actions each component used, for the check of
+/// permissions nothing uses (`deploy/aws/iam_unused.py`, run by `./deploy/local/test.sh` after
+/// the whole suite: no single test binary sees every path).
+pub fn usage_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/iam-usage")
+}
+
+fn record_usage(component: &str, role: &str) {
+    let actions: std::collections::BTreeSet<String> =
+        crate::aws::component_operations(component).iter().flat_map(|op| iam_actions(op)).collect();
+    let dir = usage_dir();
+    let _ = std::fs::create_dir_all(&dir);
+    let file = dir.join(format!("{component}-{}-{}.json", std::process::id(), ulid::Ulid::new()));
+    let body = serde_json::json!({ "component": component, "role": role, "actions": actions });
+    let _ = std::fs::write(file, body.to_string());
 }
 
 /// The SQS event Lambda's event source mapping would hand a function for these messages, as
@@ -242,4 +261,44 @@ pub async fn stream_records(aws: &AwsClients, table: &str) -> (String, Vec<aws_s
         }
     }
     (arn, out)
+}
+
+/// The `dynamodb:LeadingKeys` patterns (`ForAllValues:StringLike`) of a role's policies in the
+/// template, with `${aws:PrincipalTag/tenant}` replaced by `tenant`.
+pub fn leading_key_patterns(role: &str, tenant: &str) -> Vec<String> {
+    use yaml_rust2::YamlLoader;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/aws/formbridge.yaml");
+    let text = std::fs::read_to_string(&path).expect("the CloudFormation template");
+    let docs = YamlLoader::load_from_str(&text).expect("the template is YAML");
+    let r = &docs[0]["Resources"][role];
+    assert!(!r.is_badvalue(), "the template has no resource {role}");
+    let mut out = Vec::new();
+    for policy in r["Properties"]["Policies"].as_vec().into_iter().flatten() {
+        for st in policy["PolicyDocument"]["Statement"].as_vec().into_iter().flatten() {
+            let keys = &st["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
+            for p in keys.as_vec().into_iter().flatten().filter_map(|p| p.as_str()) {
+                out.push(p.replace("${aws:PrincipalTag/tenant}", tenant));
+            }
+        }
+    }
+    out
+}
+
+/// IAM's `StringLike`: `*` matches any run of characters, `?` exactly one.
+pub fn string_like(pattern: &str, value: &str) -> bool {
+    let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
+    // match[i][j]: p[..i] matches v[..j].
+    let mut m = vec![vec![false; v.len() + 1]; p.len() + 1];
+    m[0][0] = true;
+    for i in 1..=p.len() {
+        m[i][0] = m[i - 1][0] && p[i - 1] == '*';
+        for j in 1..=v.len() {
+            m[i][j] = match p[i - 1] {
+                '*' => m[i - 1][j] || m[i][j - 1],
+                '?' => m[i - 1][j - 1],
+                c => m[i - 1][j - 1] && c == v[j - 1],
+            };
+        }
+    }
+    m[p.len()][v.len()]
 }

@@ -84,6 +84,44 @@ enum Command {
     /// The ingest dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// The monthly AWS bill of a deployment, item by item (no AWS access needed): requests,
+    /// storage, compute, logs, CloudWatch and idle polling, at list price and after the
+    /// always-free tier. Prices: the load test's table and the platform's list prices.
+    CostModel {
+        /// Submissions a month.
+        #[arg(long, default_value_t = 1000)]
+        submissions: u64,
+        /// Sites sending them.
+        #[arg(long, default_value_t = 10)]
+        sites: u32,
+        /// Destinations per site (each submission is delivered to each).
+        #[arg(long, default_value_t = 1)]
+        destinations_per_site: u32,
+        #[arg(long, value_enum, default_value = "lambda")]
+        mode: formbridge_shared::cost_model::Mode,
+        /// Days submissions are kept.
+        #[arg(long, default_value_t = 30)]
+        retention_days: u32,
+        /// The template's LogRetentionDays.
+        #[arg(long, default_value_t = 14)]
+        log_retention_days: u32,
+        /// Lambda: the functions' memory (MB) and mean billed duration (ms).
+        #[arg(long, default_value_t = 256)]
+        lambda_memory_mb: u32,
+        #[arg(long, default_value_t = 60.0)]
+        lambda_ms: f64,
+        /// Long polls each polled queue keeps open while idle (default: 5 for Lambda's SQS
+        /// event source mappings, 2 for the processes).
+        #[arg(long)]
+        pollers_per_queue: Option<u32>,
+        /// Take write units, read units and SQS requests per submission from a load run's report
+        /// (`loadtest/results/*.json`, its `per_submission`) instead of the design's low-rate counts.
+        #[arg(long)]
+        from_report: Option<std::path::PathBuf>,
+        /// A table for people instead of JSON.
+        #[arg(long)]
+        table: bool,
+    },
     /// Demo traffic: signed posts to ingest, messages straight onto the ingest queue, and a
     /// webhook receiver standing in for a destination.
     #[command(subcommand)]
@@ -812,6 +850,9 @@ async fn execute(cli: Cli) -> Result<Value> {
     if let Command::Demo(DemoCommand::Receive { listen, secret_file, log }) = cli.command {
         return receiver::run(listen, &secret_file, log).await;
     }
+    if let Command::CostModel { .. } = cli.command {
+        return cost_model(cli.command);
+    }
     cli.resources.validate()?;
     let aws = AwsClients::from_env().await;
     let store = DataStore::new(aws.dynamodb.clone(), cli.resources.table.clone());
@@ -938,7 +979,9 @@ async fn execute(cli: Cli) -> Result<Value> {
             queue.send_all(&outgoing).await?;
             json!({ "enqueued": count, "tenant": tenant, "submission_ids": ids })
         }
-        Command::Demo(DemoCommand::Receive { .. }) => unreachable!("handled before AWS is configured"),
+        Command::Demo(DemoCommand::Receive { .. }) | Command::CostModel { .. } => {
+            unreachable!("handled before AWS is configured")
+        }
     })
 }
 
@@ -991,10 +1034,74 @@ async fn site_command(store: &DataStore, keyring: &KeyringArgs, cmd: SiteCommand
     })
 }
 
+/// `cost-model`: the bill, as JSON, or as a table when asked (printed here; `Value::Null` back).
+fn cost_model(command: Command) -> Result<Value> {
+    use formbridge_shared::cost_model::{monthly, Idle, PerSubmission, PlatformPrices, TemplateCounts, Workload};
+    let Command::CostModel {
+        submissions,
+        sites,
+        destinations_per_site,
+        mode,
+        retention_days,
+        log_retention_days,
+        lambda_memory_mb,
+        lambda_ms,
+        pollers_per_queue,
+        from_report,
+        table,
+    } = command
+    else {
+        unreachable!("called for cost-model only")
+    };
+    if sites == 0 {
+        bail!("--sites must be at least 1");
+    }
+    let mut per = PerSubmission::design(f64::from(destinations_per_site));
+    if let Some(path) = &from_report {
+        let text = std::fs::read_to_string(path).with_context(|| format!("--from-report {}", path.display()))?;
+        let report: Value = serde_json::from_str(&text).with_context(|| format!("--from-report {}", path.display()))?;
+        let measured = &report["per_submission"];
+        let field = |name: &str| {
+            measured[name]
+                .as_f64()
+                .with_context(|| format!("--from-report {}: no per_submission.{name}", path.display()))
+        };
+        per.write_units = field("write_units")?;
+        per.read_units = field("read_units")?;
+        per.sqs_requests = field("sqs_requests")?;
+    }
+    // What the template creates in this mode (alarms, dashboards, metric filters, pollers).
+    let template = include_str!("../../../deploy/aws/formbridge.yaml");
+    let counts = TemplateCounts::from_template(template, mode).map_err(anyhow::Error::msg)?;
+    let mut idle = Idle::from_template(mode, counts);
+    idle.lambda_memory_mb = lambda_memory_mb;
+    idle.lambda_ms = lambda_ms;
+    if let Some(p) = pollers_per_queue {
+        idle.pollers_per_queue = p;
+    }
+    let workload = Workload { submissions, sites, destinations_per_site, retention_days, log_retention_days };
+    let bill = monthly(mode, workload, per, idle, &Default::default(), &PlatformPrices::default());
+    if !table {
+        let mut v = serde_json::to_value(&bill)?;
+        v["dominant"] = json!(bill.dominant().iter().map(|i| i.item).collect::<Vec<_>>());
+        return Ok(v);
+    }
+    println!("{submissions} submissions a month from {sites} sites, {destinations_per_site} destination(s) each, {mode:?} mode (us-east-1 list prices)\n");
+    println!("{:<58} {:>14} {:<12} {:>10} {:>12}", "item", "quantity", "unit", "$/month", "after free");
+    for i in &bill.items {
+        println!("{:<58} {:>14.1} {:<12} {:>10.4} {:>12.4}", i.item, i.quantity, i.unit, i.dollars, i.after_free_tier);
+    }
+    println!("{:<58} {:>14} {:<12} {:>10.2} {:>12.2}", "total", "", "", bill.total, bill.total_after_free_tier);
+    let dominant: Vec<&str> = bill.dominant().iter().map(|i| i.item).collect();
+    println!("\nmost of it: {}", dominant.join("; "));
+    Ok(Value::Null)
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
     match execute(cli).await {
+        Ok(Value::Null) => {}
         Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
         Err(e) => {
             eprintln!("formbridge-admin: {e:#}");

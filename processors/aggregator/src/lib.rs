@@ -350,6 +350,9 @@ impl LambdaHandler {
         event: formbridge_shared::lambda::StreamEvent,
     ) -> formbridge_shared::lambda::DynamoDbEventResponse {
         let changes = formbridge_shared::lambda::changes(&event);
+        if let Some(lag) = formbridge_shared::telemetry::log_metric::lag_of(changes.last().and_then(|c| c.created_s)) {
+            formbridge_shared::telemetry::log_metric::stream_lag("aggregator", lag);
+        }
         // Group by source partition, keeping stream order within each.
         let mut groups: Vec<(String, Vec<Change>)> = Vec::new();
         for c in changes {

@@ -65,6 +65,12 @@ pub struct Config {
     /// Deliveries one bulk replay may queue.
     #[arg(long, env = "API_BULK_REPLAY_MAX", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub bulk_replay_max: u32,
+
+    /// A role to read each tenant's data with (`ApiTenantReadRole` in the CloudFormation stack),
+    /// assumed with the session tag `tenant=<id>`: IAM then refuses any read outside that
+    /// tenant's partitions. Unset: the API's own credentials read.
+    #[arg(long, env = "API_TENANT_READ_ROLE_ARN")]
+    pub tenant_read_role_arn: Option<String>,
 }
 
 impl Config {

@@ -89,9 +89,9 @@ async fn pages(
     mut each: impl FnMut(Vec<SubmissionSummary>) -> bool,
 ) -> Result<(), ApiError> {
     let mut position: Option<String> = None;
+    let reader = state.reader(&profile.tenant_id).await;
     loop {
-        let page =
-            state.inner.store.list_submissions_with(profile, filter, position.as_deref(), MAX_PAGE, true).await?;
+        let page = reader.list_submissions_with(profile, filter, position.as_deref(), MAX_PAGE, true).await?;
         if !each(page.items) {
             return Ok(());
         }

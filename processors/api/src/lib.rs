@@ -17,6 +17,7 @@ pub mod exports;
 pub mod metrics_api;
 pub mod pages;
 pub mod privacy;
+pub mod readers;
 pub mod submissions;
 
 use std::num::NonZeroU32;
@@ -80,6 +81,8 @@ pub struct AppState {
 
 pub(crate) struct Inner {
     pub store: DataStore,
+    /// Reads of one tenant's data, under the tenant-scoped role when one is configured.
+    pub readers: readers::TenantReaders,
     pub keyring: Keyring,
     pub limiter: DefaultKeyedRateLimiter<String>,
     pub auth_cache: Cache<[u8; 32], auth::Authenticated>,
@@ -104,6 +107,11 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
+    /// The store to read `tenant`'s submissions, deliveries and metrics with.
+    pub(crate) async fn reader(&self, tenant: &TenantId) -> DataStore {
+        self.inner.readers.store(tenant, &self.inner.store).await
+    }
+
     /// A tenant's profile (shard history), cached like credentials. Caching is safe: a shard
     /// count change takes effect `GROWTH_DELAY_MS` (minutes) after it is written, and reads
     /// cover every shard of the history.
@@ -172,6 +180,11 @@ pub async fn router(
                 allow_loopback: config.allow_loopback,
             }),
             live: Arc::new(tokio::sync::Semaphore::new(config.live_max_connections as usize)),
+            readers: readers::TenantReaders::new(
+                aws.clone(),
+                config.resources.table.clone(),
+                config.tenant_read_role_arn.clone(),
+            ),
             store,
             config: config.clone(),
             metrics,

@@ -148,7 +148,7 @@ pub async fn metrics(
     let Some(tenant) = caller.selected.as_ref() else {
         return agency(&state, &caller, g, from, last, form.as_ref()).await;
     };
-    let buckets = state.inner.store.metrics(tenant, form.as_ref(), g, from, last).await?;
+    let buckets = state.reader(tenant).await.metrics(tenant, form.as_ref(), g, from, last).await?;
     let mut total = MetricBucket::default();
     for b in &buckets {
         add_into(&mut total, b);
@@ -267,7 +267,7 @@ fn async_stream(
         }
         loop {
             let now = OffsetDateTime::now_utc();
-            match s.state.inner.store.metrics(&s.tenant, None, Granularity::Hour, now, now).await {
+            match s.state.reader(&s.tenant).await.metrics(&s.tenant, None, Granularity::Hour, now, now).await {
                 Ok(mut bs) => {
                     let b = bs.pop().unwrap_or_else(|| MetricBucket {
                         bucket: format!("{}T{:02}", now.date(), now.hour()),
@@ -321,7 +321,7 @@ pub async fn cost(
     let last = Date::from_calendar_date(year, month, days_in_month).expect("last day of a valid month");
     let start = first.with_time(Time::MIDNIGHT).assume_utc();
     let end = last.with_time(Time::MIDNIGHT).assume_utc();
-    let buckets = state.inner.store.metrics(tenant, None, Granularity::Day, start, end).await?;
+    let buckets = state.reader(tenant).await.metrics(tenant, None, Granularity::Day, start, end).await?;
     let mut total = MetricBucket::default();
     for b in &buckets {
         add_into(&mut total, b);

@@ -131,7 +131,7 @@ pub async fn list(
     let bound = format!("submissions;{}", filter.canonical());
     let position = p.position(&state, tenant, &bound)?;
     let profile = state.profile(tenant).await?;
-    let page = state.inner.store.list_submissions(&profile, &filter, position.as_deref(), limit).await?;
+    let page = state.reader(tenant).await.list_submissions(&profile, &filter, position.as_deref(), limit).await?;
     Ok(Json(json!({
         "submissions": page.items,
         "next_cursor": p.next_cursor(&state, tenant, &bound, page.next),
@@ -153,7 +153,7 @@ pub async fn one(
     let id = parse_id(&id, SubmissionId::parse)?;
     let profile = state.profile(tenant).await?;
     let destinations = state.destinations(tenant).await?;
-    let h = history::read(&state.inner.store, &profile, &id, &destinations)
+    let h = history::read(&state.reader(tenant).await, &profile, &id, &destinations)
         .await
         .map_err(|e| match e {
             history::HistoryError::Record(formbridge_shared::delivery::RecordError::Dynamo(_)) => {
@@ -231,8 +231,8 @@ pub async fn deliveries(
     let limit = p.limit()?;
     let bound = format!("deliveries;{};destination={}", filter.canonical(), p.destination.as_deref().unwrap_or(""));
     let position = p.position(&state, tenant, &bound)?;
-    let page =
-        state.inner.store.list_worklist(tenant, status, destination, &filter, position.as_deref(), limit).await?;
+    let reader = state.reader(tenant).await;
+    let page = reader.list_worklist(tenant, status, destination, &filter, position.as_deref(), limit).await?;
     Ok(Json(json!({
         "deliveries": page.items.iter().map(record_json).collect::<Vec<_>>(),
         "next_cursor": p.next_cursor(&state, tenant, &bound, page.next),

@@ -149,6 +149,7 @@ pub struct DeliveryFailed {
 impl InternalEvent for DeliveryFailed {
     fn emit(self) {
         tracing::info!(reason = self.reason.as_str(), "delivery failed");
+        formbridge_shared::telemetry::log_metric::emit(formbridge_shared::telemetry::log_metric::DELIVERY_FAILED, 1);
         metrics::counter!("delivery_failed_total", "reason" => self.reason.as_str()).increment(1);
     }
 }

@@ -49,6 +49,9 @@ impl LambdaHandler {
     /// is reported done: the mapping retries the whole batch (bisecting it).
     pub async fn fan_out(&self, event: StreamEvent) -> DynamoDbEventResponse {
         let changes = lambda::changes(&event);
+        if let Some(lag) = formbridge_shared::telemetry::log_metric::lag_of(changes.last().and_then(|c| c.created_s)) {
+            formbridge_shared::telemetry::log_metric::stream_lag("delivery", lag);
+        }
         match self.fan.fan_out(&changes, |_| true).await {
             Ok(()) => lambda::stream_response(None),
             Err(e) => {

@@ -253,6 +253,9 @@ async fn submit(
         Ok(_) => "accepted",
         Err(e) => e.code,
     };
+    if result.as_ref().is_err_and(|e| e.status.is_server_error()) {
+        formbridge_shared::telemetry::log_metric::emit(formbridge_shared::telemetry::log_metric::INGEST_5XX, 1);
+    }
     metrics::counter!("ingest_requests_total", "outcome" => code).increment(1);
     result
 }

@@ -104,6 +104,10 @@ pub trait BatchProcessor: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ProcessError>> + Send;
 }
 
+/// How often a reader writes its stream-lag log line while it handles records (the metric
+/// filter's resolution; a minute-long CloudWatch period sees several).
+const LAG_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where data-loss alarms go besides the error log and the `stream_trimmed_total` metric.
 #[derive(Debug, Clone, Default)]
 pub struct Alarms {
@@ -113,6 +117,7 @@ pub struct Alarms {
 impl Alarms {
     async fn trimmed(&self, group: &str, shard: &str, checkpoint: &Checkpoint) {
         metrics::counter!("stream_trimmed_total", "group" => group.to_owned()).increment(1);
+        crate::telemetry::log_metric::emit(crate::telemetry::log_metric::STREAM_TRIMMED, 1);
         tracing::error!(group, shard, checkpoint = %checkpoint.encode(), "stream records were trimmed before they were read: DATA LOSS; continuing from the oldest record still in the stream");
         if let Some((client, bus)) = &self.eventbridge {
             let detail = serde_json::json!({ "group": group, "shard": shard, "checkpoint": checkpoint.encode() });
@@ -483,6 +488,8 @@ async fn read_shard<S: StreamShards, P: BatchProcessor>(
     // when the checkpoint last moved.
     let mut deferred: Option<String> = None;
     let mut last_commit = tokio::time::Instant::now();
+    // The stream-lag log line (a CloudWatch metric), at most one per reader every LAG_LOG_EVERY.
+    let mut last_lag_log: Option<tokio::time::Instant> = None;
     loop {
         if cancel.is_cancelled() {
             if let Some(seq) = deferred.take() {
@@ -570,9 +577,16 @@ async fn read_shard<S: StreamShards, P: BatchProcessor>(
                 deferred = None;
                 last_commit = tokio::time::Instant::now();
             }
+            let newest_created = gathered.last().and_then(|r| r.created_s);
             let handed = std::mem::take(&mut gathered).len();
             match handled {
                 Ok(()) => {
+                    if last_lag_log.is_none_or(|t| t.elapsed() >= LAG_LOG_EVERY) {
+                        if let Some(lag) = crate::telemetry::log_metric::lag_of(newest_created) {
+                            crate::telemetry::log_metric::stream_lag(&c.group, lag);
+                            last_lag_log = Some(tokio::time::Instant::now());
+                        }
+                    }
                     if committed {
                         beat.beat();
                     }

@@ -7,3 +7,4 @@ mod listing;
 mod metrics;
 mod privacy;
 mod security;
+mod tenant_role;
