@@ -53,6 +53,7 @@ PROCESS_ROLES = {"IngestRole": "ingest", "PersisterRole": "persister", "Aggregat
 LAMBDA_BINARIES = ["formbridge-ingest-lambda", "formbridge-persister-lambda", "formbridge-aggregator-lambda",
                    "formbridge-delivery-lambda", "formbridge-api-lambda"]
 NOT_MODELED = {"AWS::CloudWatch::Alarm", "AWS::Budgets::Budget", "AWS::Logs::MetricFilter", "AWS::Lambda::Url",
+               "AWS::SNS::TopicPolicy",
                "AWS::ApplicationAutoScaling::ScalableTarget", "AWS::ApplicationAutoScaling::ScalingPolicy"}
 RESOURCE_ENV = ["FORMBRIDGE_TABLE", "FORMBRIDGE_CONTROL_TABLE", "FORMBRIDGE_INGEST_QUEUE", "FORMBRIDGE_INGEST_DLQ",
                 "FORMBRIDGE_DELIVERY_QUEUE", "FORMBRIDGE_DELIVERY_DLQ", "FORMBRIDGE_EVENT_BUS"]
@@ -79,7 +80,7 @@ FANOUT_FILTER = {"eventName": ["INSERT"], "dynamodb": {"Keys": {"PK": {"S": [{"p
 # How many resources of each type a deployment makes (the types that differ between modes, and
 # those both share), so that a wrong Condition shows.
 COMMON_KINDS = {"AWS::DynamoDB::Table": 2, "AWS::Events::EventBus": 1, "AWS::IAM::Policy": 1, "AWS::SNS::Topic": 1,
-                "AWS::CloudWatch::Dashboard": 1}
+                "AWS::CloudWatch::Dashboard": 1, "AWS::Events::Rule": 2}
 MODE_KINDS = {
     "lambda": {"AWS::Lambda::Function": 7, "AWS::Lambda::EventSourceMapping": 5, "AWS::Lambda::Permission": 4,
                "AWS::SQS::Queue": 5, "AWS::Logs::LogGroup": 7, "AWS::IAM::Role": 6, "AWS::ECS::Cluster": 0,
@@ -292,7 +293,19 @@ class Deployment:
                                                 AttributeNames=["All"])["Attributes"]
             expect(int(failures["MessageRetentionPeriod"]) == 1209600, "stream failures kept 14 days")
             self.queue_arns["StreamFailures"] = failures["QueueArn"]
-        client("events").describe_event_bus(Name=self.names["EventBusName"])
+        events = client("events")
+        events.describe_event_bus(Name=self.names["EventBusName"])
+        # The bus's rules e-mail the pipeline's own alarms through the alarm topic.
+        rules = {r["Name"]: r for r in events.list_rules(EventBusName=self.names["EventBusName"])["Rules"]}
+        want = {"DataLossEventRule": ("formbridge.stream", "StreamRecordsTrimmed"),
+                "DestinationDisabledEventRule": ("formbridge.delivery", "DestinationDisabled")}
+        for logical, (source, detail_type) in want.items():
+            name = self.res[logical].split("|")[-1]
+            expect(name in rules, (logical, name, sorted(rules)))
+            pattern = json.loads(rules[name]["EventPattern"])
+            expect(pattern == {"source": [source], "detail-type": [detail_type]}, (logical, pattern))
+            targets = events.list_targets_by_rule(Rule=name, EventBusName=self.names["EventBusName"])["Targets"]
+            expect([t["Arn"] for t in targets] == [self.res["AlarmTopic"]], (logical, targets))
 
     def check_roles(self):
         iam = client("iam")

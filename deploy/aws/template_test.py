@@ -16,7 +16,9 @@ runs against the template as a deployment in each mode would see it (conditions 
 - every event source mapping's settings, every Lambda function's log group (named after it, with
   the retention parameter), runtime and architecture, and the Function URLs;
 - ECS autoscaling targets and policies;
-- no wildcard action in any policy, and every role's trust principal.
+- no wildcard action in any policy, and every role's trust principal;
+- the event bus's rules: each e-mails through the alarm topic, whose policy lets exactly those
+  rules and this account's CloudWatch alarms publish.
 
 No engine needed: python3 with PyYAML (./deploy/local/test.sh runs it with .venv's python).
 """
@@ -440,7 +442,33 @@ def check_listeners():
     return 2
 
 
-CHECKS = [check_alarms, check_metric_filters, check_dashboard, check_budgets, check_event_sources, check_functions,
+def check_bus_rules():
+    """Each rule on the bus e-mails through the alarm topic, and the topic's policy lets exactly
+    those rules (and this account's CloudWatch alarms) publish."""
+    count = 0
+    for mode, t in templates():
+        rules = [r for r in t.of_type("AWS::Events::Rule")]
+        expect(rules, f"{mode}: no rule on the bus")
+        for r in rules:
+            p = t.properties(r)
+            expect(p["EventBusName"] == att("EventBus", "Name"), (r, p["EventBusName"]))
+            expect([x["Arn"] for x in p["Targets"]] == [ref("AlarmTopic")], (r, p["Targets"]))
+            expect(set(p["EventPattern"]) == {"source", "detail-type"}, (r, p["EventPattern"]))
+            count += 1
+        (policy,) = t.of_type("AWS::SNS::TopicPolicy")
+        doc = t.properties(policy)["PolicyDocument"]
+        by = {st["Principal"]["Service"]: st for st in doc["Statement"]}
+        expect(set(by) == {"events.amazonaws.com", "cloudwatch.amazonaws.com"}, sorted(by))
+        events = by["events.amazonaws.com"]
+        expect(events["Action"] == "sns:Publish" and events["Resource"] == ref("AlarmTopic"), events)
+        arns = events["Condition"]["ArnEquals"]["aws:SourceArn"]
+        expect(sorted(json.dumps(a) for a in arns) == sorted(json.dumps(att(r, "Arn")) for r in rules), arns)
+        cw = by["cloudwatch.amazonaws.com"]
+        expect(cw["Condition"] == {"StringEquals": {"aws:SourceAccount": ref("AWS::AccountId")}}, cw)
+    return count
+
+
+CHECKS = [check_bus_rules, check_alarms, check_metric_filters, check_dashboard, check_budgets, check_event_sources, check_functions,
           check_autoscaling, check_policies, check_trust, check_listeners]
 
 
