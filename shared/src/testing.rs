@@ -302,3 +302,161 @@ pub fn string_like(pattern: &str, value: &str) -> bool {
     }
     m[p.len()][v.len()]
 }
+
+/// A stand-in for the Lambda Runtime API on 127.0.0.1, so a test can run a real
+/// `formbridge-*-lambda` binary as Lambda runs it: the binary long-polls for the next event and
+/// posts its answer, and the test hands it events built from the local engine's own output and
+/// reads the answers (what `cargo lambda watch` does, without the tool).
+#[derive(Debug)]
+pub struct FakeLambdaRuntime {
+    pub addr: std::net::SocketAddr,
+    events: tokio::sync::mpsc::UnboundedSender<(String, serde_json::Value)>,
+    answers: tokio::sync::mpsc::UnboundedReceiver<(String, Result<serde_json::Value, serde_json::Value>)>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for FakeLambdaRuntime {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl FakeLambdaRuntime {
+    pub async fn start() -> Self {
+        use axum::extract::{Path, State};
+        use axum::http::HeaderMap;
+        use axum::routing::{get, post};
+        use std::sync::Arc;
+        type Answers = tokio::sync::mpsc::UnboundedSender<(String, Result<serde_json::Value, serde_json::Value>)>;
+        #[derive(Clone)]
+        struct S {
+            events: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<(String, serde_json::Value)>>>,
+            answers: Answers,
+        }
+        let (etx, erx) = tokio::sync::mpsc::unbounded_channel();
+        let (atx, arx) = tokio::sync::mpsc::unbounded_channel();
+        let state = S { events: Arc::new(tokio::sync::Mutex::new(erx)), answers: atx };
+        let parse = |body: &axum::body::Bytes| {
+            serde_json::from_slice(body).unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned().into())
+        };
+        let app = axum::Router::new()
+            .route(
+                "/2018-06-01/runtime/invocation/next",
+                get(|State(s): State<S>| async move {
+                    let Some((id, event)) = s.events.lock().await.recv().await else {
+                        return (axum::http::StatusCode::GONE, HeaderMap::new(), String::new());
+                    };
+                    let mut h = HeaderMap::new();
+                    let deadline = crate::clock::now_ms() + 60_000;
+                    h.insert("lambda-runtime-aws-request-id", id.parse().expect("an id"));
+                    h.insert("lambda-runtime-deadline-ms", deadline.to_string().parse().expect("a number"));
+                    let arn = "arn:aws:lambda:us-east-1:123456789012:function:test";
+                    h.insert("lambda-runtime-invoked-function-arn", arn.parse().expect("an arn"));
+                    h.insert("content-type", "application/json".parse().expect("a type"));
+                    (axum::http::StatusCode::OK, h, event.to_string())
+                }),
+            )
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(move |State(s): State<S>, Path(id): Path<String>, body: axum::body::Bytes| async move {
+                    let _ = s.answers.send((id, Ok(parse(&body))));
+                    axum::http::StatusCode::ACCEPTED
+                }),
+            )
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/error",
+                post(move |State(s): State<S>, Path(id): Path<String>, body: axum::body::Bytes| async move {
+                    let _ = s.answers.send((id, Err(parse(&body))));
+                    axum::http::StatusCode::ACCEPTED
+                }),
+            )
+            .route(
+                "/2018-06-01/runtime/init/error",
+                post(move |State(s): State<S>, body: axum::body::Bytes| async move {
+                    let _ = s.answers.send(("init".into(), Err(parse(&body))));
+                    axum::http::StatusCode::ACCEPTED
+                }),
+            )
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port for the fake runtime");
+        let addr = listener.local_addr().expect("its address");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).with_graceful_shutdown(async move { s.cancelled().await }).await;
+        });
+        FakeLambdaRuntime { addr, events: etx, answers: arx, stop }
+    }
+
+    /// The environment Lambda gives a function, pointing it at this runtime.
+    pub fn env(&self, function: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_LAMBDA_RUNTIME_API", self.addr.to_string()),
+            ("AWS_LAMBDA_FUNCTION_NAME", function.to_owned()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".into()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{function}")),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", "test".into()),
+        ]
+    }
+
+    /// Invokes the function with `event`; returns its answer (`Err` for an error report), or
+    /// panics when none comes within `limit`.
+    pub async fn invoke(
+        &mut self,
+        event: serde_json::Value,
+        limit: std::time::Duration,
+    ) -> Result<serde_json::Value, serde_json::Value> {
+        let id = ulid::Ulid::new().to_string();
+        self.events.send((id.clone(), event)).expect("the runtime is up");
+        loop {
+            match tokio::time::timeout(limit, self.answers.recv()).await {
+                Ok(Some((got, answer))) if got == id || got == "init" => return answer,
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => panic!("the function did not answer invocation {id} within {limit:?}"),
+            }
+        }
+    }
+}
+
+/// The resource-name variables every process reads, for these names.
+pub fn resource_env(names: &ResourceNames) -> Vec<(&'static str, String)> {
+    vec![
+        ("FORMBRIDGE_TABLE", names.table.clone()),
+        ("FORMBRIDGE_CONTROL_TABLE", names.control_table.clone()),
+        ("FORMBRIDGE_INGEST_QUEUE", names.ingest_queue.clone()),
+        ("FORMBRIDGE_INGEST_DLQ", names.ingest_dlq.clone()),
+        ("FORMBRIDGE_DELIVERY_QUEUE", names.delivery_queue.clone()),
+        ("FORMBRIDGE_DELIVERY_DLQ", names.delivery_dlq.clone()),
+        ("FORMBRIDGE_EVENT_BUS", names.event_bus.clone()),
+    ]
+}
+
+/// A `formbridge-*-lambda` binary running against a [`FakeLambdaRuntime`] and the local engine
+/// (whose settings it inherits); killed when dropped.
+#[derive(Debug)]
+pub struct LambdaProcess(pub std::process::Child);
+
+impl LambdaProcess {
+    pub fn spawn(
+        binary: &str,
+        runtime: &FakeLambdaRuntime,
+        function: &str,
+        names: &ResourceNames,
+        extra: &[(&str, String)],
+    ) -> Self {
+        let mut cmd = std::process::Command::new(binary);
+        cmd.envs(runtime.env(function)).envs(resource_env(names)).env("RUST_LOG", "warn");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        LambdaProcess(cmd.spawn().unwrap_or_else(|e| panic!("start {binary}: {e}")))
+    }
+}
+
+impl Drop for LambdaProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -45,20 +45,26 @@ async fn day_totals(store: &DataStore, tenant: &TenantId, form: Option<&FormId>)
     )
 }
 
+/// A tenant with `shards` write shards.
+async fn tenant(store: &DataStore, name: &str, shards: u16) -> (TenantId, TenantProfile) {
+    let id = TenantId::parse(name).unwrap();
+    let profile = TenantProfile {
+        tenant_id: id.clone(),
+        name: name.into(),
+        created_at: "2026-11-25T08:00:00Z".into(),
+        retention_days: 30,
+        form_retention: Default::default(),
+        shards: ShardHistory::new(shards, 0).unwrap(),
+    };
+    store.create_tenant(&profile).await.unwrap();
+    (id, profile)
+}
+
 #[tokio::test]
 async fn lambda_handlers_store_and_count_exactly_once_through_repeated_batches() {
     let (aws, names, report) = formbridge_shared::testing::fresh_stack().await;
     let store = DataStore::new(aws.dynamodb.clone(), names.table.clone());
-    let tenant = TenantId::parse("lam").unwrap();
-    let profile = TenantProfile {
-        tenant_id: tenant.clone(),
-        name: "lam".into(),
-        created_at: "2026-11-25T08:00:00Z".into(),
-        retention_days: 30,
-        form_retention: Default::default(),
-        shards: ShardHistory::new(3, 0).unwrap(),
-    };
-    store.create_tenant(&profile).await.unwrap();
+    let (tenant, profile) = tenant(&store, "lam", 3).await;
 
     // N submissions over three forms and two days, and one poison message.
     let base = OffsetDateTime::parse("2026-11-25T22:00:00Z", &time::format_description::well_known::Rfc3339).unwrap();
@@ -207,4 +213,40 @@ async fn lambda_handlers_store_and_count_exactly_once_through_repeated_batches()
 
     formbridge_shared::testing::assert_role_allows("persister", "PersisterRole");
     formbridge_shared::testing::assert_role_allows("aggregator", "AggregatorRole");
+}
+
+/// The binary itself, run as Lambda runs it (a stand-in for the Runtime API), handed the same
+/// stream event twice: the totals count each submission once.
+#[tokio::test]
+async fn the_lambda_binary_counts_a_repeated_event_once() {
+    use formbridge_shared::testing::{FakeLambdaRuntime, LambdaProcess};
+    let (aws, names, _) = formbridge_shared::testing::fresh_stack().await;
+    let store = DataStore::new(aws.dynamodb.clone(), names.table.clone());
+    let (tenant, profile) = tenant(&store, "lambin", 2).await;
+    let base = OffsetDateTime::parse("2026-11-25T10:00:00Z", &time::format_description::well_known::Rfc3339).unwrap();
+    for i in 0..4u64 {
+        let serde_json::Value::Object(p) = sample::text_heavy_payload(700, i) else { panic!() };
+        let m = QueueMessage::new(
+            &profile,
+            "lambin.example".parse().unwrap(),
+            FormId::parse("contact").unwrap(),
+            SubmissionId::new(),
+            base,
+            p,
+        );
+        let item = formbridge_shared::submission::Submission::from_message(m)
+            .unwrap()
+            .to_item(&formbridge_shared::codec::PayloadCodec::default());
+        aws.dynamodb.put_item().table_name(&names.table).set_item(Some(item)).send().await.unwrap();
+    }
+    let (arn, records) = stream_records(&aws, &names.table).await;
+    let mut runtime = FakeLambdaRuntime::start().await;
+    let binary = env!("CARGO_BIN_EXE_formbridge-aggregator-lambda");
+    let _function = LambdaProcess::spawn(binary, &runtime, "aggregator", &names, &[]);
+    for _ in 0..2 {
+        let event = serde_json::to_value(stream_event(&records, &arn)).unwrap();
+        let answer = runtime.invoke(event, std::time::Duration::from_secs(60)).await;
+        assert_eq!(answer, Ok(serde_json::json!({ "batchItemFailures": [] })));
+    }
+    assert_eq!(day_totals(&store, &tenant, None).await.0, 4);
 }

@@ -3,6 +3,7 @@
 mod browser;
 mod destinations;
 mod helpers;
+mod lambda_binary;
 mod listing;
 mod metrics;
 mod privacy;

@@ -103,3 +103,43 @@ async fn lambda_handlers_deliver_each_submission_once_and_settle_dead_letters() 
 
     formbridge_shared::testing::assert_role_allows("delivery", "DeliveryRole");
 }
+
+/// The binary itself: a handler that is not one of the three stops it at start, naming the
+/// setting; the fan-out, run as Lambda runs it, queues the first attempts of a stream event.
+#[tokio::test]
+async fn the_lambda_binary_serves_its_handler_and_refuses_an_unknown_one() {
+    use formbridge_shared::testing::{resource_env, FakeLambdaRuntime, LambdaProcess};
+    let stack = Stack::new("lambin").await;
+    let binary = env!("CARGO_BIN_EXE_formbridge-delivery-lambda");
+    let runtime = FakeLambdaRuntime::start().await;
+    let out = std::process::Command::new(binary)
+        .envs(runtime.env("delivery"))
+        .envs(resource_env(&stack.names))
+        .env("FORMBRIDGE_MASTER_KEYS", &stack.keys_spec)
+        .env("DELIVERY_LAMBDA_HANDLER", "everything")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DELIVERY_LAMBDA_HANDLER"));
+
+    let rx = Receiver::start(None, always(200)).await;
+    let _ = stack.destination(&rx.url, fast_policy(&[1]), 5_000).await;
+    let ids = stack.submit(3).await;
+    let (arn, records) = stream_records(&stack.aws, &stack.names.table).await;
+    let mut runtime = runtime;
+    let extra = [
+        ("FORMBRIDGE_MASTER_KEYS", stack.keys_spec.clone()),
+        ("DELIVERY_LAMBDA_HANDLER", "fanout".to_string()),
+        ("DELIVERY_ALLOW_LOOPBACK", "true".to_string()),
+    ];
+    let _function = LambdaProcess::spawn(binary, &runtime, "delivery-fanout", &stack.names, &extra);
+    let event = serde_json::to_value(stream_event(&records, &arn)).unwrap();
+    let answer = runtime.invoke(event, std::time::Duration::from_secs(60)).await;
+    assert_eq!(answer, Ok(serde_json::json!({ "batchItemFailures": [] })));
+    let (_, queued) = receive(&stack, &stack.names.delivery_queue).await;
+    let packed: usize = queued
+        .iter()
+        .map(|m| formbridge_shared::delivery::DeliveryMessage::parse_all(m.body().unwrap()).unwrap().len())
+        .sum();
+    assert_eq!(packed, ids.len(), "one first attempt per submission, queued by the binary");
+}

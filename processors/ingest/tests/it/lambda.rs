@@ -79,3 +79,29 @@ async fn the_lambda_function_queues_signed_submissions_and_audits_forgeries_per_
     assert_eq!(stack.queued().await, 1);
     formbridge_shared::testing::assert_role_allows("ingest", "IngestRole");
 }
+
+/// The binary itself, run as Lambda runs it (a stand-in for the Runtime API hands it the
+/// Function URL event): a signed post is queued and answered 202 through lambda_http.
+#[tokio::test]
+async fn the_lambda_binary_answers_a_function_url_event() {
+    use formbridge_shared::testing::{FakeLambdaRuntime, LambdaProcess};
+    let stack = Stack::new().await;
+    let secret = stack.tenant_with_site("lambin", "lambin.example").await;
+    let mut runtime = FakeLambdaRuntime::start().await;
+    let binary = env!("CARGO_BIN_EXE_formbridge-ingest-lambda");
+    let _function = LambdaProcess::spawn(
+        binary,
+        &runtime,
+        "ingest",
+        &stack.names,
+        &[("FORMBRIDGE_MASTER_KEYS", stack.keys.clone())],
+    );
+    let body = serde_json::to_vec(&envelope("lambin.example")).unwrap();
+    let event: serde_json::Value =
+        serde_json::from_str(&function_url_event(&signed(secret.expose(), "msg_b1", now(), &body), &body)).unwrap();
+    let answer = runtime.invoke(event, std::time::Duration::from_secs(60)).await.expect("an answer, not an error");
+    assert_eq!(answer["statusCode"], 202, "{answer}");
+    let reply: serde_json::Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(reply["status"], "queued");
+    assert_eq!(stack.queued().await, 1);
+}

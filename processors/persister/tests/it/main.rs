@@ -1,4 +1,5 @@
 //! The persister against the local engine (started by ./deploy/local/test.sh).
 
 mod helpers;
+mod lambda_binary;
 mod pipeline;
