@@ -80,7 +80,7 @@ FANOUT_FILTER = {"eventName": ["INSERT"], "dynamodb": {"Keys": {"PK": {"S": [{"p
 # How many resources of each type a deployment makes (the types that differ between modes, and
 # those both share), so that a wrong Condition shows.
 COMMON_KINDS = {"AWS::DynamoDB::Table": 2, "AWS::Events::EventBus": 1, "AWS::IAM::Policy": 1, "AWS::SNS::Topic": 1,
-                "AWS::CloudWatch::Dashboard": 1, "AWS::Events::Rule": 2}
+                "AWS::CloudWatch::Dashboard": 1, "AWS::Events::Rule": 3}
 MODE_KINDS = {
     "lambda": {"AWS::Lambda::Function": 7, "AWS::Lambda::EventSourceMapping": 5, "AWS::Lambda::Permission": 4,
                "AWS::SQS::Queue": 5, "AWS::Logs::LogGroup": 7, "AWS::IAM::Role": 6, "AWS::ECS::Cluster": 0,
@@ -298,7 +298,8 @@ class Deployment:
         # The bus's rules e-mail the pipeline's own alarms through the alarm topic.
         rules = {r["Name"]: r for r in events.list_rules(EventBusName=self.names["EventBusName"])["Rules"]}
         want = {"DataLossEventRule": ("formbridge.stream", "StreamRecordsTrimmed"),
-                "DestinationDisabledEventRule": ("formbridge.delivery", "DestinationDisabled")}
+                "DestinationDisabledEventRule": ("formbridge.delivery", "DestinationDisabled"),
+                "CostAlertEventRule": ("formbridge.costs", "CostThresholdCrossed")}
         for logical, (source, detail_type) in want.items():
             name = self.res[logical].split("|")[-1]
             expect(name in rules, (logical, name, sorted(rules)))

@@ -175,8 +175,8 @@ impl Intercept for RequestMeter {
             record_transaction_items(c, input);
         }
         let pending = match self.service {
-            "dynamodb" => crate::billing::dynamodb_request(input),
-            "sqs" => Some(crate::billing::sqs_request(input)),
+            "dynamodb" => crate::billing::dynamodb_request(input, self.component),
+            "sqs" => Some(crate::billing::sqs_request(input, self.component)),
             "eventbridge" => Some(crate::billing::eventbridge_request(input)),
             _ => None,
         };
@@ -205,7 +205,7 @@ impl Intercept for RequestMeter {
         let output = context.output_or_error().ok();
         if self.service == "dynamodbstreams" {
             if output.is_some() {
-                crate::billing::stream_response(cfg.load::<Metadata>().map_or("unknown", Metadata::name));
+                crate::billing::stream_response(cfg.load::<Metadata>().map_or("unknown", Metadata::name), output);
             }
             return Ok(());
         }
@@ -323,6 +323,10 @@ pub struct ResourceNames {
     /// The custom EventBridge bus for Form-Bridge events.
     #[arg(long = "event-bus", env = "FORMBRIDGE_EVENT_BUS", default_value = "formbridge")]
     pub event_bus: String,
+    /// How often a process writes the units it counted per tenant (cost per tenant, see
+    /// `costs`), seconds; 0 keeps them in memory only.
+    #[arg(long = "cost-flush-seconds", env = "FORMBRIDGE_COST_FLUSH_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub cost_flush_seconds: u64,
 }
 
 impl Default for ResourceNames {
@@ -335,6 +339,7 @@ impl Default for ResourceNames {
             delivery_queue: "formbridge-deliveries".into(),
             delivery_dlq: "formbridge-deliveries-dlq".into(),
             event_bus: "formbridge".into(),
+            cost_flush_seconds: 60,
         }
     }
 }
@@ -360,6 +365,9 @@ impl ResourceNames {
             delivery_queue: format!("{}-{suffix}", d.delivery_queue),
             delivery_dlq: format!("{}-{suffix}", d.delivery_dlq),
             event_bus: format!("{}-{suffix}", d.event_bus),
+            // Side-by-side stacks share one process in tests: only a test that reads costs
+            // turns the flusher on (it would write every stack's counts to its own table).
+            cost_flush_seconds: 0,
         }
     }
 

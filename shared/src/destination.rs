@@ -388,46 +388,8 @@ impl DataStore {
         let mut out = Vec::new();
         let mut items = Vec::new();
         for (t, sites) in targets {
-            let id = DestinationId::new();
-            let mut sites = sites.clone();
-            sites.sort();
-            sites.dedup();
-            let owner = Destination::owner(t, &id);
-            let secret = SigningSecret::generate();
-            let (auth_sealed, auth_summary) = seal_auth(keyring, &owner, &spec.auth);
-            let mut forms = spec.forms.clone();
-            forms.sort();
-            forms.dedup();
-            let d = Destination {
-                tenant: t.clone(),
-                id,
-                name: spec.name.clone(),
-                url: spec.url.clone(),
-                kind: spec.kind,
-                enabled: true,
-                forms,
-                sites,
-                timeout_ms: spec.timeout_ms,
-                secret_sealed: keyring.seal_secret(&secret, &owner),
-                auth_sealed,
-                auth_summary,
-                policy: spec.policy.clone(),
-                created_at: now_rfc3339(now),
-                version: 1,
-            };
-            // The tenant must exist when the destination is written: a condition in the same
-            // transaction, not a read before it.
-            items.push(tx_exists(self.table(), &keys::tenant_profile(t)));
-            items.push(tx_put(self.table(), d.to_item(), Some("attribute_not_exists(PK)")));
-            items.push(tx_bump_set(self.table(), t));
-            let audit = AuditEvent::by(
-                self.actor(),
-                t,
-                now,
-                "destination.created",
-                serde_json::json!({ "destination": id, "url": spec.url }),
-            );
-            items.push(tx_put(self.table(), audit.to_item(), None));
+            let (d, secret, tx) = self.new_destination_items(t, sites, spec, keyring, now);
+            items.extend(tx);
             out.push((d, secret));
         }
         match self.transact(items).await {
@@ -441,6 +403,61 @@ impl DataStore {
                 }
             }
         }
+    }
+
+    /// A new destination of `tenant` and the transaction items that create it, four of them:
+    /// the tenant's existence check, the destination, the set version and the audit event.
+    pub(crate) fn new_destination_items(
+        &self,
+        t: &TenantId,
+        sites: &[SiteDomain],
+        spec: &DestinationSpec,
+        keyring: &Keyring,
+        now: OffsetDateTime,
+    ) -> (Destination, SigningSecret, Vec<TransactWriteItem>) {
+        let id = DestinationId::new();
+        let mut sites = sites.to_vec();
+        sites.sort();
+        sites.dedup();
+        let owner = Destination::owner(t, &id);
+        let secret = SigningSecret::generate();
+        let (auth_sealed, auth_summary) = seal_auth(keyring, &owner, &spec.auth);
+        let mut forms = spec.forms.clone();
+        forms.sort();
+        forms.dedup();
+        let d = Destination {
+            tenant: t.clone(),
+            id,
+            name: spec.name.clone(),
+            url: spec.url.clone(),
+            kind: spec.kind,
+            enabled: true,
+            forms,
+            sites,
+            timeout_ms: spec.timeout_ms,
+            secret_sealed: keyring.seal_secret(&secret, &owner),
+            auth_sealed,
+            auth_summary,
+            policy: spec.policy.clone(),
+            created_at: now_rfc3339(now),
+            version: 1,
+        };
+        let audit = AuditEvent::by(
+            self.actor(),
+            t,
+            now,
+            "destination.created",
+            serde_json::json!({ "destination": id, "url": spec.url }),
+        );
+        // The tenant must exist when the destination is written: a condition in the same
+        // transaction, not a read before it.
+        let items = vec![
+            tx_exists(self.table(), &keys::tenant_profile(t)),
+            tx_put(self.table(), d.to_item(), Some("attribute_not_exists(PK)")),
+            tx_bump_set(self.table(), t),
+            tx_put(self.table(), audit.to_item(), None),
+        ];
+        (d, secret, items)
     }
 
     pub async fn get_destination(
@@ -637,7 +654,7 @@ impl DataStore {
 }
 
 /// Bumps a tenant's destination-set version, inside the transaction that changes a destination.
-fn tx_bump_set(table: &str, tenant: &TenantId) -> TransactWriteItem {
+pub(crate) fn tx_bump_set(table: &str, tenant: &TenantId) -> TransactWriteItem {
     let k = keys::destination_set(tenant);
     let update = aws_sdk_dynamodb::types::Update::builder()
         .table_name(table)

@@ -113,6 +113,14 @@ string_id!(
     check_tenant
 );
 string_id!(
+    /// A migration run from a legacy table (`formbridge-admin migrate`): everything it creates
+    /// is listed under it, so a rollback removes exactly that. Same rules as a tenant id.
+    MigrationId,
+    "migration id",
+    check_tenant
+);
+
+string_id!(
     /// The form's identifier as the WordPress plugin reports it, e.g. `contact` or `42`.
     FormId,
     "form id",

@@ -5,7 +5,7 @@
 
 use time::{Date, OffsetDateTime};
 
-use crate::ids::{DestinationId, SiteDomain, SubmissionId, TenantId};
+use crate::ids::{DestinationId, MigrationId, SiteDomain, SubmissionId, TenantId};
 
 pub const PK: &str = "PK";
 pub const SK: &str = "SK";
@@ -163,6 +163,50 @@ pub fn daily_metrics_by_day(tenant: &TenantId, day: Date) -> IndexKey {
     IndexKey { index: "GSI3", pk: format!("DAY#{day}"), sk: format!("TENANT#{tenant}") }
 }
 
+// ---- costs ---------------------------------------------------------------------------------
+
+/// What a tenant cost in one hour (UTC): billed units by line, in thousandths (see
+/// [`crate::costs`]). In the tenant's metric partition, beside its metrics.
+pub fn tenant_cost_hour(tenant: &TenantId, at: OffsetDateTime) -> ItemKey {
+    key(metrics_pk(tenant), format!("{COST_HOUR_PREFIX}{}", hour_label(at)))
+}
+pub const COST_HOUR_PREFIX: &str = "COST#H#";
+
+/// What a tenant cost in one day (UTC).
+pub fn tenant_cost_day(tenant: &TenantId, day: Date) -> ItemKey {
+    key(metrics_pk(tenant), format!("{COST_DAY_PREFIX}{day}"))
+}
+pub const COST_DAY_PREFIX: &str = "COST#D#";
+
+/// What the whole system cost in one hour or day, tenants' units and the unattributed ones
+/// (idle polling, leases) together.
+pub fn system_cost_hour(at: OffsetDateTime) -> ItemKey {
+    key(SYSTEM_COST_PK.into(), format!("{COST_HOUR_PREFIX}{}", hour_label(at)))
+}
+pub fn system_cost_day(day: Date) -> ItemKey {
+    key(SYSTEM_COST_PK.into(), format!("{COST_DAY_PREFIX}{day}"))
+}
+pub const SYSTEM_COST_PK: &str = "COSTS";
+
+/// A cost threshold crossed by a tenant (or, with `None`, the whole system) in a month: written
+/// once, under a condition, by whichever aggregator sees it first. `kind` is `month_to_date` or
+/// `projected`; the threshold is in cents.
+pub fn cost_alert(tenant: Option<&TenantId>, month: &str, kind: &str, threshold_cents: u64) -> ItemKey {
+    let pk = tenant.map_or_else(|| SYSTEM_COST_PK.to_owned(), metrics_pk);
+    key(pk, format!("ALERT#{month}#{kind}#{threshold_cents}"))
+}
+
+/// The tenant whose partition a key is in, when it is in one: `TENANT#t`, `SUB#t#s`, `METRIC#t`,
+/// `AUDIT#t#m`, and the index keys `DLV#t#<status>` and `TENANT#t#SITES`. Sites, API keys,
+/// sessions, leases and other shared items name no tenant in their key.
+pub fn tenant_of(pk: &str) -> Option<TenantId> {
+    let mut p = pk.splitn(3, '#');
+    match (p.next()?, p.next()) {
+        ("TENANT" | "SUB" | "METRIC" | "AUDIT" | "DLV", Some(t)) => TenantId::parse(t).ok(),
+        _ => None,
+    }
+}
+
 // ---- audit ---------------------------------------------------------------------------------
 
 /// Audit events, one partition per tenant and month so no partition grows without bound.
@@ -217,6 +261,17 @@ pub fn session(hash: &str) -> ItemKey {
 }
 
 // ---- control table -------------------------------------------------------------------------
+
+/// The manifest of a migration: one item per tenant, site or destination it created.
+pub fn migration_pk(id: &MigrationId) -> String {
+    format!("MIGRATION#{id}")
+}
+
+/// A manifest entry: `what` is the created item's own key (`TENANT#<t>`, `SITE#<domain>`,
+/// `DEST#<t>#<n>`), so a re-run finds it already created.
+pub fn migration_entry(id: &MigrationId, what: &str) -> ItemKey {
+    ItemKey { pk: migration_pk(id), sk: what.to_owned() }
+}
 
 /// A stream-shard lease of one consumer group (control table).
 pub fn lease(group: &str, shard_id: &str) -> ItemKey {

@@ -13,6 +13,7 @@ pub mod capacity;
 pub mod clock;
 pub mod codec;
 pub mod cost_model;
+pub mod costs;
 pub mod cursor;
 pub mod delivery;
 pub mod destination;
@@ -21,9 +22,11 @@ pub mod erasure;
 pub mod ids;
 pub mod keys;
 pub mod lambda;
+pub mod legacy;
 pub mod listing;
 pub mod portal;
 pub mod queue;
+pub mod recommend;
 pub mod retry;
 pub mod sample;
 pub mod secrets;
@@ -37,6 +40,6 @@ pub mod telemetry;
 pub mod tenant;
 pub mod usage;
 
-pub use ids::{DestinationId, FormId, IdError, SiteDomain, SubmissionId, TenantId};
+pub use ids::{DestinationId, FormId, IdError, MigrationId, SiteDomain, SubmissionId, TenantId};
 #[cfg(feature = "testing")]
 pub mod testing;

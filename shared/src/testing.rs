@@ -460,3 +460,36 @@ impl Drop for LambdaProcess {
         let _ = self.0.wait();
     }
 }
+
+/// A queue that receives the bus's events of `source` (through a rule named `rule`): what tests
+/// read published events from. Returns the queue's URL.
+pub async fn events_queue(aws: &AwsClients, names: &ResourceNames, rule: &str, source: &str) -> String {
+    let name = format!("{}-{rule}", names.delivery_queue);
+    let url = aws.sqs.create_queue().queue_name(&name).send().await.expect("create queue").queue_url.expect("url");
+    let attrs = aws
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes");
+    let arn = attrs.attributes().expect("attributes")[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
+    aws.eventbridge
+        .put_rule()
+        .name(rule)
+        .event_bus_name(&names.event_bus)
+        .event_pattern(format!(r#"{{"source":["{source}"]}}"#))
+        .send()
+        .await
+        .expect("put rule");
+    aws.eventbridge
+        .put_targets()
+        .rule(rule)
+        .event_bus_name(&names.event_bus)
+        .targets(aws_sdk_eventbridge::types::Target::builder().id("q").arn(arn).build().expect("target"))
+        .send()
+        .await
+        .expect("put targets");
+    url
+}

@@ -15,6 +15,7 @@ use formbridge_shared::submission::{QueueMessage, REJECT_DETAIL_ATTRIBUTE, REJEC
 use formbridge_shared::tenant::{TenantProfile, DEFAULT_RETENTION_DAYS};
 use formbridge_shared::{bootstrap, domain, sample, DestinationId, FormId, SiteDomain, SubmissionId, TenantId};
 
+mod migrate;
 mod receiver;
 
 /// Form-Bridge admin CLI. AWS region, credentials and endpoint come from the SDK's standard
@@ -121,6 +122,58 @@ enum Command {
         /// A table for people instead of JSON.
         #[arg(long)]
         table: bool,
+    },
+    /// What a tenant (or, without --tenant, every tenant and the whole system) cost in a month:
+    /// every billed unit it caused, by line and day, at the region's prices, and the month
+    /// projected at the rate so far. From the cost items the processes write.
+    Cost {
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// YYYY-MM (default: this month).
+        #[arg(long)]
+        month: Option<String>,
+        #[command(flatten)]
+        prices: formbridge_shared::billing::PriceSettings,
+    },
+    /// Recommendations from the last 30 days' usage (shard counts, failing destinations,
+    /// retention nobody reads, idle polling, compression that does not pay), each with its
+    /// numbers and the saving a month, largest first.
+    Recommend {
+        /// Only this tenant's (default: every tenant's and the system's).
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        #[command(flatten)]
+        prices: formbridge_shared::billing::PriceSettings,
+    },
+    /// Moves sites from a legacy WordPress authentication table (a DynamoDB table, only read)
+    /// to tenants, sites (the legacy keys re-sealed) and default destinations; idempotent, with an
+    /// integrity report, tagged with a migration id that `--rollback` undoes. Schema:
+    /// schemas/legacy-auth-row.schema.json.
+    Migrate {
+        /// The legacy table.
+        #[arg(long, required_unless_present = "rollback")]
+        from_table: Option<String>,
+        /// Print what would be created and every problem found; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The migration id (default: the legacy table's name as a slug).
+        #[arg(long)]
+        id: Option<formbridge_shared::MigrationId>,
+        /// The destination of tenants whose rows name no webhook_url (`{tenant}` is replaced).
+        #[arg(long)]
+        default_destination_url: Option<String>,
+        /// Remove what this migration id created, and nothing else.
+        #[arg(long, conflicts_with_all = ["from_table", "dry_run", "id", "default_destination_url"])]
+        rollback: Option<formbridge_shared::MigrationId>,
+    },
+    /// Creates a legacy authentication table from a JSON array of rows, to try `migrate` on
+    /// (e.g. schemas/fixtures/legacy-auth/wp-auth-200.json).
+    #[command(name = "legacy-fixture")]
+    LegacyFixture {
+        #[arg(long)]
+        table: String,
+        #[arg(long)]
+        file: std::path::PathBuf,
     },
     /// Demo traffic: signed posts to ingest, messages straight onto the ingest queue, and a
     /// webhook receiver standing in for a destination.
@@ -856,7 +909,7 @@ async fn execute(cli: Cli) -> Result<Value> {
     cli.resources.validate()?;
     let aws = AwsClients::from_env().await;
     let store = DataStore::new(aws.dynamodb.clone(), cli.resources.table.clone());
-    Ok(match cli.command {
+    let out = match cli.command {
         Command::Bootstrap => serde_json::to_value(bootstrap::bootstrap(&aws, &cli.resources).await?)?,
         Command::Tenant(TenantCommand::Create { id, name, shards, retention_days }) => {
             let profile = TenantProfile {
@@ -979,10 +1032,45 @@ async fn execute(cli: Cli) -> Result<Value> {
             queue.send_all(&outgoing).await?;
             json!({ "enqueued": count, "tenant": tenant, "submission_ids": ids })
         }
+        Command::Cost { tenant, month, prices } => cost(&aws, &cli.resources, tenant, month, &prices).await?,
+        Command::Recommend { tenant, prices } => {
+            use formbridge_shared::recommend;
+            let price_table = prices.load()?;
+            let now = OffsetDateTime::now_utc();
+            let ids = match tenant {
+                Some(t) => vec![t],
+                None => store.list_tenants().await?,
+            };
+            let mut usage = Vec::new();
+            for t in &ids {
+                usage.push(recommend::tenant_usage(&store, &profile(&store, t).await?, now).await?);
+            }
+            let system = if ids.len() == 1 {
+                recommend::SystemUsage::default()
+            } else {
+                recommend::system_usage(&store, now).await?
+            };
+            let recs = recommend::recommend(&usage, &system, &price_table);
+            let total: f64 = recs.iter().map(|r| r.saving_usd_month).sum();
+            json!({ "recommendations": recs, "saving_usd_month": total, "tenants": ids.len(), "region": prices.region })
+        }
+        Command::Migrate { rollback: Some(id), .. } => migrate::rollback(&store, &id).await?,
+        Command::Migrate { from_table, dry_run, id, default_destination_url, rollback: None } => {
+            let table = from_table.context("--from-table is required")?;
+            migrate::migrate(&aws, &store, &cli.keyring, &table, id, dry_run, default_destination_url).await?
+        }
+        Command::LegacyFixture { table, file } => migrate::fixture(&aws, &table, &file).await?,
         Command::Demo(DemoCommand::Receive { .. }) | Command::CostModel { .. } => {
             unreachable!("handled before AWS is configured")
         }
-    })
+    };
+    // What this command made AWS bill goes to the tenants' cost items like every process's.
+    if cli.resources.cost_flush_seconds > 0 {
+        if let Err(e) = formbridge_shared::costs::flush(&aws.dynamodb, &cli.resources.table).await {
+            eprintln!("formbridge-admin: the cost counts of this command were not written: {e}");
+        }
+    }
+    Ok(out)
 }
 
 fn domains(raw: &[String]) -> Result<Vec<SiteDomain>> {
@@ -1032,6 +1120,49 @@ async fn site_command(store: &DataStore, keyring: &KeyringArgs, cmd: SiteCommand
         }
         SiteCommand::List { tenant } => json!({ "tenant": tenant, "domains": store.list_sites(&tenant).await? }),
     })
+}
+
+/// `cost`: a month's bill of one tenant, or of all of them and the system.
+async fn cost(
+    aws: &AwsClients,
+    resources: &ResourceNames,
+    tenant: Option<TenantId>,
+    month: Option<String>,
+    prices: &formbridge_shared::billing::PriceSettings,
+) -> Result<Value> {
+    use formbridge_shared::costs;
+    let price_table = prices.load()?;
+    let now = OffsetDateTime::now_utc();
+    let month = month.unwrap_or_else(|| format!("{}-{:02}", now.year(), now.month() as u8));
+    let (first, last) = costs::month_bounds(&month).map_err(|why| anyhow::anyhow!("--month {month:?}: {why}"))?;
+    let bill = |days: &[(time::Date, costs::CostItem)]| {
+        costs::month_cost(&month, days, &price_table, &prices.region, now)
+            .map_err(|why| anyhow::anyhow!("--month: {why}"))
+    };
+    if let Some(t) = tenant {
+        let days = costs::days(&aws.dynamodb, &resources.table, Some(&t), first, last).await?;
+        return Ok(json!({ "tenant": t, "cost": bill(&days)? }));
+    }
+    let store = DataStore::new(aws.dynamodb.clone(), resources.table.clone());
+    let mut tenants = Vec::new();
+    for t in store.list_tenants().await? {
+        let days = costs::days(&aws.dynamodb, &resources.table, Some(&t), first, last).await?;
+        let b = bill(&days)?;
+        tenants.push(json!({ "tenant": t, "so_far_usd": b.so_far_usd, "projected_usd": b.projected_usd }));
+    }
+    tenants.sort_by(|a, b| b["so_far_usd"].as_f64().unwrap_or(0.0).total_cmp(&a["so_far_usd"].as_f64().unwrap_or(0.0)));
+    let system_days = costs::days(&aws.dynamodb, &resources.table, None, first, last).await?;
+    let system = bill(&system_days)?;
+    let mut unattributed = costs::Units::default();
+    for (_, c) in &system_days {
+        unattributed.merge(&c.unattributed);
+    }
+    Ok(json!({
+        "month": month,
+        "system": system,
+        "unattributed_usd": unattributed.dollars(&price_table),
+        "tenants": tenants,
+    }))
 }
 
 /// `cost-model`: the bill, as JSON, or as a table when asked (printed here; `Value::Null` back).

@@ -29,6 +29,16 @@ pub struct Config {
     pub linger_ms: u64,
     #[command(flatten)]
     pub stream: StreamArgs,
+    /// Cost thresholds in USD (comma-separated): a tenant's or the whole system's month so far,
+    /// or its projection, crossing one publishes a `CostThresholdCrossed` event, once a month.
+    #[arg(long, env = "COST_ALERT_THRESHOLDS_USD", value_delimiter = ',', default_value = "10,15,20")]
+    pub cost_alert_thresholds_usd: Vec<f64>,
+    /// At most one check of a tenant's (or the system's) month per this many seconds, when its
+    /// cost items change (0-3600).
+    #[arg(long, env = "COST_ALERT_CHECK_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub cost_alert_check_seconds: u64,
+    #[command(flatten)]
+    pub prices: formbridge_shared::billing::PriceSettings,
     /// Serve Prometheus metrics on this address. Off when unset.
     #[arg(long, env = "AGGREGATOR_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -38,6 +48,15 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.resources.validate()?;
         self.stream.validate()?;
+        self.prices.load()?;
+        let t = &self.cost_alert_thresholds_usd;
+        if t.is_empty() || t.len() > 10 || t.iter().any(|x| !x.is_finite() || *x <= 0.0) {
+            return Err(ConfigError {
+                setting: "COST_ALERT_THRESHOLDS_USD",
+                value: t.iter().map(f64::to_string).collect::<Vec<_>>().join(","),
+                rule: "1 to 10 positive amounts in USD, comma-separated",
+            });
+        }
         Ok(())
     }
 
@@ -45,6 +64,20 @@ impl Config {
         let mut c = self.stream.consumer(&self.group);
         c.linger = std::time::Duration::from_millis(self.linger_ms);
         c
+    }
+
+    /// The cost alerts' settings.
+    pub fn alerts(&self) -> formbridge_shared::costs::AlertSettings {
+        let mut thresholds = self.cost_alert_thresholds_usd.clone();
+        thresholds.sort_by(f64::total_cmp);
+        thresholds.dedup();
+        formbridge_shared::costs::AlertSettings {
+            thresholds_usd: thresholds,
+            prices: self.prices.load().unwrap_or_default(),
+            region: self.prices.region.clone(),
+            bus: self.resources.event_bus.clone(),
+            every: std::time::Duration::from_secs(self.cost_alert_check_seconds),
+        }
     }
 
     pub fn for_resources(resources: ResourceNames) -> Self {

@@ -51,6 +51,8 @@ pub struct Aggregator {
     pub daily_ttl_days: i64,
     /// Tenant buckets known to already hold a `form_stats` map.
     with_form_stats: Mutex<HashSet<ItemKey>>,
+    /// Cost alerts, checked when a batch changes cost items (see `formbridge_shared::costs`).
+    alerts: Option<(aws_sdk_eventbridge::Client, formbridge_shared::costs::AlertSettings)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +68,46 @@ fn n(v: u64) -> AttributeValue {
 
 impl Aggregator {
     pub fn new(client: aws_sdk_dynamodb::Client, table: String, hourly_ttl_days: i64, daily_ttl_days: i64) -> Self {
-        Self { client, table, hourly_ttl_days, daily_ttl_days, with_form_stats: Mutex::new(HashSet::new()) }
+        Self {
+            client,
+            table,
+            hourly_ttl_days,
+            daily_ttl_days,
+            with_form_stats: Mutex::new(HashSet::new()),
+            alerts: None,
+        }
+    }
+
+    /// Checks cost thresholds too.
+    #[must_use]
+    pub fn with_alerts(
+        mut self,
+        events: aws_sdk_eventbridge::Client,
+        settings: formbridge_shared::costs::AlertSettings,
+    ) -> Self {
+        self.alerts = Some((events, settings));
+        self
+    }
+
+    /// Checks the cost thresholds of the tenants (and the system) whose cost items `records`
+    /// changed. Idempotent: each crossing is recorded once, under a condition.
+    pub async fn check_cost_alerts(&self, records: &[Change]) -> Result<(), ProcessError> {
+        let Some((events, settings)) = &self.alerts else { return Ok(()) };
+        let scopes = formbridge_shared::costs::touched(records);
+        if scopes.is_empty() {
+            return Ok(());
+        }
+        formbridge_shared::costs::check_alerts(
+            &self.client,
+            events,
+            &self.table,
+            settings,
+            &scopes,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| ProcessError::Failed(format!("cost alerts: {e}")))
     }
 
     fn form_stats_mode(&self, bucket: &Bucket, delta: &Delta) -> FormStats {
@@ -307,7 +348,7 @@ impl Aggregator {
         for run in fold::chunks(&grouped, MAX_BUCKETS_PER_RUN) {
             self.write_run(run, mark).await?;
         }
-        Ok(())
+        self.check_cost_alerts(records).await
     }
 }
 
@@ -339,7 +380,8 @@ impl LambdaHandler {
                 config.resources.table.clone(),
                 i64::from(config.hourly_ttl_days),
                 i64::from(config.daily_ttl_days),
-            ),
+            )
+            .with_alerts(aws.eventbridge.clone(), config.alerts()),
         }
     }
 
@@ -350,6 +392,7 @@ impl LambdaHandler {
         event: formbridge_shared::lambda::StreamEvent,
     ) -> formbridge_shared::lambda::DynamoDbEventResponse {
         let changes = formbridge_shared::lambda::changes(&event);
+        let all = changes.clone();
         if let Some(lag) = formbridge_shared::telemetry::log_metric::lag_of(changes.last().and_then(|c| c.created_s)) {
             formbridge_shared::telemetry::log_metric::stream_lag("aggregator", lag);
         }
@@ -373,6 +416,11 @@ impl LambdaHandler {
                 tracing::error!(error = %e, partition = %pk, "metric updates failed; the batch is retried from its first record not folded");
                 return formbridge_shared::lambda::stream_response(first.as_deref());
             }
+        }
+        // Only cost items: retried from the batch's start (the marks refuse what was folded).
+        if let Err(e) = self.aggregator.check_cost_alerts(&all).await {
+            tracing::error!(error = %e, "cost alert check failed; the batch is retried");
+            return formbridge_shared::lambda::stream_response(all.first().map(|c| c.seq.as_str()));
         }
         formbridge_shared::lambda::stream_response(None)
     }
@@ -400,20 +448,25 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AggregatorError> {
     let aws = aws.for_component("aggregator");
+    let costs = formbridge_shared::costs::start(&aws.dynamodb, &config.resources, &shutdown);
     let streams = DynamoStreams::for_table(&aws.dynamodb, aws.streams.clone(), &config.resources.table).await?;
     let leases = LeaseTable {
         client: aws.dynamodb.clone(),
         table: config.resources.control_table.clone(),
         group: config.group.clone(),
     };
-    let processor = Arc::new(Aggregator::new(
-        aws.dynamodb.clone(),
-        config.resources.table.clone(),
-        i64::from(config.hourly_ttl_days),
-        i64::from(config.daily_ttl_days),
-    ));
+    let processor = Arc::new(
+        Aggregator::new(
+            aws.dynamodb.clone(),
+            config.resources.table.clone(),
+            i64::from(config.hourly_ttl_days),
+            i64::from(config.daily_ttl_days),
+        )
+        .with_alerts(aws.eventbridge.clone(), config.alerts()),
+    );
     let alarms = stream::Alarms { eventbridge: Some((aws.eventbridge.clone(), config.resources.event_bus.clone())) };
     let consumer: ConsumerConfig = config.consumer();
     stream::run(streams, leases, processor, consumer, alarms, shutdown).await;
+    formbridge_shared::costs::finish(costs).await;
     Ok(())
 }

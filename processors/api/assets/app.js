@@ -348,14 +348,18 @@ async function replay(delivery, button, status) {
   }
 }
 
+const units = new Intl.NumberFormat(undefined, { maximumFractionDigits: 3 });
+
 function renderCost(cost) {
   byTestId('cost-so-far').textContent = usd(cost.so_far_usd);
   byTestId('cost-projected').textContent = usd(cost.projected_usd);
+  byTestId('cost-per-submission').textContent =
+    cost.usd_per_submission == null ? '–' : usd(cost.usd_per_submission * 1000) + ' per 1,000';
   byTestId('cost-prices').textContent = `${cost.month}, ${cost.prices} prices`;
   fillTable(byTestId('cost-table'), 'Cost items this month', ['Item', numeric('Units'), numeric('USD')],
     cost.items.map((item) => el('tr', {},
       el('th', { scope: 'row' }, item.item),
-      el('td', { class: 'num' }, integer.format(item.units)),
+      el('td', { class: 'num' }, units.format(item.units)),
       el('td', { class: 'num' }, usd(item.usd)))));
 }
 

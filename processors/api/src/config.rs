@@ -16,6 +16,8 @@ pub struct Config {
     pub resources: ResourceNames,
     #[command(flatten)]
     pub keyring: KeyringArgs,
+    #[command(flatten)]
+    pub prices: formbridge_shared::billing::PriceSettings,
 
     /// Address to listen on.
     #[arg(long, env = "API_LISTEN", default_value = "127.0.0.1:8090")]
@@ -88,6 +90,7 @@ impl Config {
                 });
             }
         }
+        self.prices.load()?;
         self.keyring.load().map(|_| ())
     }
 

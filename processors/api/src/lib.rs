@@ -66,6 +66,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/metrics"),
     ("get", "/v1/metrics/live"),
     ("get", "/v1/cost"),
+    ("get", "/v1/recommendations"),
     ("get", "/v1/exports"),
     ("post", "/v1/erasure"),
     ("get", "/v1/retention"),
@@ -95,6 +96,8 @@ pub(crate) struct Inner {
     pub sender: formbridge_shared::delivery::send::Sender,
     pub live: Arc<tokio::sync::Semaphore>,
     pub config: Config,
+    /// The cost figures' prices (`FORMBRIDGE_PRICE_REGION`, `FORMBRIDGE_PRICES_FILE`).
+    pub prices: formbridge_shared::billing::Prices,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Ends live connections when the process stops.
     pub shutdown: CancellationToken,
@@ -186,6 +189,7 @@ pub async fn router(
                 config.tenant_read_role_arn.clone(),
             ),
             store,
+            prices: config.prices.load()?,
             config: config.clone(),
             metrics,
             shutdown,
@@ -208,6 +212,7 @@ pub async fn router(
         .route("/v1/metrics", get(metrics_api::metrics))
         .route("/v1/metrics/live", get(metrics_api::live))
         .route("/v1/cost", get(metrics_api::cost))
+        .route("/v1/recommendations", get(metrics_api::recommendations))
         .route("/v1/exports", get(exports::export))
         .route("/v1/erasure", post(privacy::erase))
         .route("/v1/retention", get(privacy::retention))
@@ -238,7 +243,9 @@ pub async fn run(
         .await
         .map_err(|source| RunError::Listen { addr: config.listen, source })?;
     tracing::info!(addr = %config.listen, "api listening");
+    let costs = formbridge_shared::costs::start(&aws.dynamodb, &config.resources, &shutdown);
     serve(listener, app, shutdown).await;
+    formbridge_shared::costs::finish(costs).await;
     Ok(())
 }
 

@@ -18,10 +18,10 @@ use axum::Json;
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use time::{Date, OffsetDateTime, Time};
+use time::{OffsetDateTime, Time};
 
-use formbridge_shared::billing::Prices;
 use formbridge_shared::buckets::{DeliveryStats, Granularity, MetricBucket};
+use formbridge_shared::costs;
 use formbridge_shared::FormId;
 
 use crate::auth::Caller;
@@ -296,8 +296,9 @@ pub struct CostParams {
     pub month: Option<String>,
 }
 
-/// `GET /v1/cost?month=2026-12`: what the tenant's submissions cost so far this month, from the
-/// aggregates' units at the documented prices, and the month projected from it.
+/// `GET /v1/cost?month=2026-12`: what the tenant cost so far this month, every billed unit it
+/// caused (its cost items, see `formbridge_shared::costs`), at the configured region's prices,
+/// by line and by day, and the month projected at the rate so far.
 pub async fn cost(
     State(state): State<AppState>,
     caller: Caller,
@@ -305,42 +306,48 @@ pub async fn cost(
 ) -> Result<Json<Value>, ApiError> {
     let tenant = caller.tenant()?;
     let now = OffsetDateTime::now_utc();
-    let (year, month) = match p.month.as_deref() {
-        None => (now.year(), now.month()),
-        Some(m) => {
-            let bad = || ApiError::bad_request("invalid_parameter", "month is YYYY-MM, e.g. 2026-12");
-            let (y, mo) = m.split_once('-').ok_or_else(bad)?;
-            let y: i32 = y.parse().map_err(|_| bad())?;
-            let mo: u8 = mo.parse().map_err(|_| bad())?;
-            (y, time::Month::try_from(mo).map_err(|_| bad())?)
-        }
-    };
-    let first = Date::from_calendar_date(year, month, 1)
-        .map_err(|_| ApiError::bad_request("invalid_parameter", "no such month"))?;
-    let days_in_month = time::util::days_in_month(month, year);
-    let last = Date::from_calendar_date(year, month, days_in_month).expect("last day of a valid month");
+    let month = p.month.unwrap_or_else(|| format!("{}-{:02}", now.year(), now.month() as u8));
+    let (first, last) = costs::month_bounds(&month).map_err(|why| ApiError::bad_request("invalid_parameter", why))?;
+    let reader = state.reader(tenant).await;
+    let days = costs::days(reader.client(), reader.table(), Some(tenant), first, last)
+        .await
+        .map_err(|e| ApiError::from(formbridge_shared::store::StoreError::Dynamo(e)))?;
+    let prices = &state.inner.prices;
+    let bill = costs::month_cost(&month, &days, prices, &state.inner.config.prices.region, now)
+        .map_err(|why| ApiError::bad_request("invalid_parameter", why))?;
+    // Submissions from the aggregates, for the cost of one.
     let start = first.with_time(Time::MIDNIGHT).assume_utc();
     let end = last.with_time(Time::MIDNIGHT).assume_utc();
-    let buckets = state.reader(tenant).await.metrics(tenant, None, Granularity::Day, start, end).await?;
-    let mut total = MetricBucket::default();
-    for b in &buckets {
-        add_into(&mut total, b);
-    }
-    let prices = Prices::default();
-    let writes_usd = total.write_units as f64 * prices.per_million_write_units / 1e6;
-    let month_s = (days_in_month as f64) * 86_400.0;
-    let elapsed_s = ((now - start).as_seconds_f64()).clamp(1.0, month_s);
-    let projected = if now > end + time::Duration::days(1) { writes_usd } else { writes_usd * month_s / elapsed_s };
+    let buckets = reader.metrics(tenant, None, Granularity::Day, start, end).await?;
+    let submissions: u64 = buckets.iter().map(|b| b.submission_count).sum();
     Ok(Json(json!({
         "tenant": tenant,
-        "month": format!("{year}-{:02}", month as u8),
-        "so_far_usd": writes_usd,
-        "projected_usd": projected,
-        "submissions": total.submission_count,
-        "items": [
-            { "item": "submission writes", "units": total.write_units, "usd": writes_usd },
-        ],
-        "prices": "us-east-1 on-demand",
-        "note": "counts what the aggregates hold today: the write units of submission items",
+        "month": bill.month,
+        "so_far_usd": bill.so_far_usd,
+        "projected_usd": bill.projected_usd,
+        "submissions": submissions,
+        "usd_per_submission": (submissions > 0).then(|| bill.so_far_usd / submissions as f64),
+        "items": bill.lines,
+        "days": bill.days,
+        "units": bill.units,
+        "region": bill.region,
+        "prices": format!("{} on-demand", bill.region),
     })))
+}
+
+/// `GET /v1/recommendations`: the tenant's recommendations from its last 30 days (shard count,
+/// failing destinations, retention nobody reads, compression that does not pay), each with its
+/// numbers and the saving a month, largest first.
+pub async fn recommendations(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let tenant = caller.tenant()?;
+    let profile = state.profile(tenant).await?;
+    let reader = state.reader(tenant).await;
+    let usage = formbridge_shared::recommend::tenant_usage(&reader, &profile, OffsetDateTime::now_utc()).await?;
+    let recs = formbridge_shared::recommend::recommend(
+        &[usage],
+        &formbridge_shared::recommend::SystemUsage::default(),
+        &state.inner.prices,
+    );
+    let total: f64 = recs.iter().map(|r| r.saving_usd_month).sum();
+    Ok(Json(json!({ "tenant": tenant, "recommendations": recs, "saving_usd_month": total })))
 }

@@ -61,6 +61,7 @@ pub async fn engine(config: &Config, aws: &AwsClients) -> Result<Arc<Engine>, De
 /// recorded on the way out.
 pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -> Result<(), DeliveryError> {
     let aws = aws.for_component("delivery");
+    let costs = formbridge_shared::costs::start(&aws.dynamodb, &config.resources, &shutdown);
     let engine = engine(&config, &aws).await?;
     let dlq = Queue::open(aws.sqs.clone(), &config.resources.delivery_dlq, COMPONENT).await?;
     let streams = DynamoStreams::for_table(&aws.dynamodb, aws.streams.clone(), &config.resources.table).await?;
@@ -80,6 +81,7 @@ pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -
     let workers = worker::run(engine.clone(), settings, shutdown.clone());
     let dead = dead_letters::run(engine, dlq, shutdown);
     tokio::join!(consumer, workers, dead);
+    formbridge_shared::costs::finish(costs).await;
     Ok(())
 }
 

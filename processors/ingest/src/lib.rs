@@ -166,7 +166,9 @@ pub async fn run(
         .await
         .map_err(|source| IngestError::Listen { addr: config.listen, source })?;
     tracing::info!(addr = %config.listen, "ingest listening");
+    let costs = formbridge_shared::costs::start(ep.store.client(), &config.resources, &shutdown);
     serve(listener, ep, std::time::Duration::from_secs(config.audit_flush_seconds), shutdown).await;
+    formbridge_shared::costs::finish(costs).await;
     Ok(())
 }
 

@@ -118,6 +118,7 @@ const DELETE_LINGER: Duration = Duration::from_millis(50);
 /// Runs until `shutdown` is cancelled, then finishes every message already received and returns.
 pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -> Result<RunSummary, PersistError> {
     let aws = aws.for_component("persister");
+    let costs = formbridge_shared::costs::start(&aws.dynamodb, &config.resources, &shutdown);
     let counters = Arc::new(Counters::default());
     let queue = Queue::open(aws.sqs.clone(), &config.resources.ingest_queue, COMPONENT).await?;
     let acker = queue.acker(DELETE_LINGER);
@@ -152,6 +153,7 @@ pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -
     }
     drop(ctx);
     acker.close().await;
+    formbridge_shared::costs::finish(costs).await;
     let summary = counters.summary();
     tracing::info!(?summary, "persister stopped");
     Ok(summary)

@@ -4,6 +4,8 @@
 mod api_keys;
 mod aws_requests;
 mod destinations;
+mod migration;
+mod recommend;
 mod schemas;
 mod stack;
 mod stream;

@@ -15,10 +15,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         std::process::exit(2);
     }
     formbridge_shared::telemetry::init();
-    let handler = LambdaHandler::new(&config, &AwsClients::from_env().await);
-    let handler = &handler;
+    let aws = AwsClients::from_env().await;
+    let handler = LambdaHandler::new(&config, &aws);
+    let (handler, dynamo, resources) = (&handler, &aws.dynamodb, &config.resources);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<StreamEvent>| async move {
-        Ok::<_, lambda_runtime::Error>(handler.handle(event.payload).await)
+        let answer = handler.handle(event.payload).await;
+        formbridge_shared::costs::flush_if_due(dynamo, resources).await;
+        Ok::<_, lambda_runtime::Error>(answer)
     }))
     .await
 }

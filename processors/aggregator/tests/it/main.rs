@@ -1,4 +1,5 @@
 //! The aggregator against the local engine (started by ./deploy/local/test.sh).
 
+mod cost_alerts;
 mod exactly_once;
 mod lambda;

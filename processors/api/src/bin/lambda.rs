@@ -15,6 +15,18 @@ async fn main() -> Result<(), lambda_http::Error> {
         std::process::exit(2);
     }
     formbridge_shared::telemetry::init();
-    let app = router(&config, &AwsClients::from_env().await, None, tokio_util::sync::CancellationToken::new()).await?;
+    let aws = AwsClients::from_env().await;
+    let app = router(&config, &aws, None, tokio_util::sync::CancellationToken::new()).await?;
+    // Frozen between invocations: the units counted per tenant are written after a request
+    // once the flush interval has passed.
+    let (dynamo, resources) = (aws.dynamodb.clone(), config.resources.clone());
+    let app = app.layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+        let (dynamo, resources) = (dynamo.clone(), resources.clone());
+        async move {
+            let response = next.run(req).await;
+            formbridge_shared::costs::flush_if_due(&dynamo, &resources).await;
+            response
+        }
+    }));
     lambda_http::run_with_streaming_response(app).await
 }

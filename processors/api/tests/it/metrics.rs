@@ -112,11 +112,23 @@ async fn buckets_totals_and_latency_quantiles_come_from_the_aggregates() {
     // An agency key asks for hours of one tenant at a time.
     assert_eq!(api.get(&agency, &q("hour")).await.1["error"]["code"], "tenant_required");
 
-    // Cost so far this month, from the same items.
+    // Cost so far this month, from the tenant's cost items (written here by one flush, as each
+    // process's flusher would) and the submissions from the aggregates.
+    formbridge_shared::costs::flush(&api.aws.dynamodb, &api.names.table).await.unwrap();
     let (s, cost) = api.get(&key_a, "/v1/cost").await;
     assert_eq!(s, 200, "{cost}");
     assert_eq!(cost["submissions"], 12);
-    assert!(cost["so_far_usd"].as_f64().unwrap() > 0.0);
+    assert!(cost["so_far_usd"].as_f64().unwrap() > 0.0, "{cost}");
+    let items = cost["items"].as_array().unwrap();
+    assert!(items.iter().any(|i| i["line"] == "write_submission" && i["units"].as_f64().unwrap() >= 12.0), "{cost}");
+    assert!(cost["projected_usd"].as_f64().unwrap() >= cost["so_far_usd"].as_f64().unwrap());
+    assert_eq!(api.get(&key_a, "/v1/cost?month=2026-13").await.1["error"]["code"], "invalid_parameter");
+
+    // Recommendations from the same items: this tenant's usage is small and healthy.
+    let (s, rec) = api.get(&key_a, "/v1/recommendations").await;
+    assert_eq!(s, 200, "{rec}");
+    assert_eq!(rec["tenant"], "met-a");
+    assert!(rec["recommendations"].is_array(), "{rec}");
 
     // Live: the current hour's bucket arrives as a server-sent event.
     let mut resp = api.http.get(format!("{}/v1/metrics/live", api.base)).bearer_auth(&key_a).send().await.unwrap();

@@ -99,6 +99,7 @@ async fn another_tenants_data_is_indistinguishable_from_missing_data() {
         (Method::GET, "/v1/deliveries?status=failed".into(), None),
         (Method::POST, "/v1/replays".into(), Some(json!({"status": "failed", "dry_run": false}))),
         (Method::GET, "/v1/cost".into(), None),
+        (Method::GET, "/v1/recommendations".into(), None),
         (Method::GET, "/v1/exports?format=jsonl".into(), None),
         (Method::POST, "/v1/erasure".into(), Some(json!({"email": "someone@example.com"}))),
         (Method::GET, "/v1/retention".into(), None),

@@ -48,7 +48,8 @@ impl Stack {
             shards: ShardHistory::new(2, 0).unwrap(),
         };
         store.create_tenant(&profile).await.unwrap();
-        let events_queue = events_queue(&aws, &names).await;
+        let events_queue =
+            formbridge_shared::testing::events_queue(&aws, &names, "delivery-events", "formbridge.delivery").await;
         Stack { aws, names, store, keys_spec, keyring, profile, events_queue }
     }
 
@@ -261,38 +262,6 @@ impl Stack {
 
 pub fn all_are(status: Status) -> impl Fn(&[DeliveryHistory]) -> bool {
     move |h| !h.is_empty() && h.iter().all(|d| d.status == status)
-}
-
-/// An EventBridge rule on the stack's bus that copies `formbridge.delivery` events to a queue.
-async fn events_queue(aws: &AwsClients, names: &ResourceNames) -> String {
-    let name = format!("{}-events", names.delivery_queue);
-    let url = aws.sqs.create_queue().queue_name(&name).send().await.unwrap().queue_url.unwrap();
-    let attrs = aws
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap();
-    let arn = attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
-    aws.eventbridge
-        .put_rule()
-        .name("delivery-events")
-        .event_bus_name(&names.event_bus)
-        .event_pattern(r#"{"source":["formbridge.delivery"]}"#)
-        .send()
-        .await
-        .unwrap();
-    aws.eventbridge
-        .put_targets()
-        .rule("delivery-events")
-        .event_bus_name(&names.event_bus)
-        .targets(aws_sdk_eventbridge::types::Target::builder().id("q").arn(arn).build().unwrap())
-        .send()
-        .await
-        .unwrap();
-    url
 }
 
 /// Checks an event's detail against its schema in `schemas/events/`.
