@@ -493,3 +493,34 @@ pub async fn events_queue(aws: &AwsClients, names: &ResourceNames, rule: &str, s
         .expect("put targets");
     url
 }
+
+/// Every event waiting in an [`events_queue`], as (detail type, detail), deleting them.
+pub async fn drain_events(aws: &AwsClients, url: &str) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    loop {
+        let r = aws
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        let msgs = r.messages.unwrap_or_default();
+        if msgs.is_empty() {
+            return out;
+        }
+        for m in msgs {
+            let v: serde_json::Value = serde_json::from_str(m.body().unwrap_or_default()).expect("an event");
+            out.push((v["detail-type"].as_str().unwrap_or_default().to_owned(), v["detail"].clone()));
+            aws.sqs
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+}

@@ -39,6 +39,16 @@ pub struct Config {
     pub cost_alert_check_seconds: u64,
     #[command(flatten)]
     pub prices: formbridge_shared::billing::PriceSettings,
+    /// Write units a second per shard, averaged over HOT_WINDOW_SECONDS, that make a partition
+    /// hot (1-1000; default half of a partition's 1,000).
+    #[arg(long, env = "HOT_SHARD_WCU_PER_S", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub hot_shard_wcu_per_s: u32,
+    /// The window a shard's write rate is averaged over, seconds (1-3600).
+    #[arg(long, env = "HOT_WINDOW_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub hot_window_seconds: u64,
+    /// Raise a hot tenant's shard count by itself (else only warn).
+    #[arg(long, env = "HOT_AUTO_GROW", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hot_auto_grow: bool,
     /// Serve Prometheus metrics on this address. Off when unset.
     #[arg(long, env = "AGGREGATOR_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -64,6 +74,16 @@ impl Config {
         let mut c = self.stream.consumer(&self.group);
         c.linger = std::time::Duration::from_millis(self.linger_ms);
         c
+    }
+
+    /// The hot-partition settings.
+    pub fn hot(&self) -> crate::hot::HotSettings {
+        crate::hot::HotSettings {
+            shard_wcu_per_s: f64::from(self.hot_shard_wcu_per_s),
+            window: std::time::Duration::from_secs(self.hot_window_seconds),
+            auto_grow: self.hot_auto_grow,
+            bus: self.resources.event_bus.clone(),
+        }
     }
 
     /// The cost alerts' settings.

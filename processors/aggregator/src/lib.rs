@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod fold;
+pub mod hot;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,8 @@ pub struct Aggregator {
     with_form_stats: Mutex<HashSet<ItemKey>>,
     /// Cost alerts, checked when a batch changes cost items (see `formbridge_shared::costs`).
     alerts: Option<(aws_sdk_eventbridge::Client, formbridge_shared::costs::AlertSettings)>,
+    /// Hot partitions: measured from the submissions, answered by growing the tenant.
+    hot: Option<(aws_sdk_eventbridge::Client, hot::HotDetector)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +78,7 @@ impl Aggregator {
             daily_ttl_days,
             with_form_stats: Mutex::new(HashSet::new()),
             alerts: None,
+            hot: None,
         }
     }
 
@@ -87,6 +91,30 @@ impl Aggregator {
     ) -> Self {
         self.alerts = Some((events, settings));
         self
+    }
+
+    /// Measures shards' write rates and grows hot tenants too.
+    #[must_use]
+    pub fn with_hot(mut self, events: aws_sdk_eventbridge::Client, settings: hot::HotSettings) -> Self {
+        self.hot = Some((events, hot::HotDetector::new(settings)));
+        self
+    }
+
+    /// Adds a batch's submissions to the shards' write rates, and grows a tenant whose shard
+    /// runs hot (see [`hot`]).
+    pub async fn check_hot_partitions(&self, records: &[Change]) -> Result<Vec<serde_json::Value>, ProcessError> {
+        let Some((events, detector)) = &self.hot else { return Ok(Vec::new()) };
+        let now_ms = formbridge_shared::clock::now_ms();
+        let hot = detector.observe(records, i64::try_from(now_ms / 1000).unwrap_or(i64::MAX));
+        if hot.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store =
+            formbridge_shared::store::DataStore::new(self.client.clone(), self.table.clone()).acting_as("aggregator");
+        detector
+            .respond(&store, events, &hot, now_ms)
+            .await
+            .map_err(|e| ProcessError::Failed(format!("hot partitions: {e}")))
     }
 
     /// Checks the cost thresholds of the tenants (and the system) whose cost items `records`
@@ -348,6 +376,7 @@ impl Aggregator {
         for run in fold::chunks(&grouped, MAX_BUCKETS_PER_RUN) {
             self.write_run(run, mark).await?;
         }
+        self.check_hot_partitions(records).await?;
         self.check_cost_alerts(records).await
     }
 }
@@ -381,7 +410,8 @@ impl LambdaHandler {
                 i64::from(config.hourly_ttl_days),
                 i64::from(config.daily_ttl_days),
             )
-            .with_alerts(aws.eventbridge.clone(), config.alerts()),
+            .with_alerts(aws.eventbridge.clone(), config.alerts())
+            .with_hot(aws.eventbridge.clone(), config.hot()),
         }
     }
 
@@ -462,7 +492,8 @@ pub async fn run(
             i64::from(config.hourly_ttl_days),
             i64::from(config.daily_ttl_days),
         )
-        .with_alerts(aws.eventbridge.clone(), config.alerts()),
+        .with_alerts(aws.eventbridge.clone(), config.alerts())
+        .with_hot(aws.eventbridge.clone(), config.hot()),
     );
     let alarms = stream::Alarms { eventbridge: Some((aws.eventbridge.clone(), config.resources.event_bus.clone())) };
     let consumer: ConsumerConfig = config.consumer();

@@ -384,9 +384,19 @@ async fn a_worker_that_lost_its_lease_checkpoints_nothing_more() {
     until("the first records", 30, || p.seqs().len() >= 3).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // Another worker steals the lease behind w1's back.
-    let lease = table.list().await.unwrap().pop().unwrap();
-    let stolen = table.take(&lease, "thief").await.unwrap();
+    // Another worker steals the lease behind w1's back (again if w1 renewed it between the
+    // thief's read and its take: the take is conditional on the counter it read).
+    let mut tries = 0;
+    let stolen = loop {
+        let lease = table.list().await.unwrap().pop().unwrap();
+        match table.take(&lease, "thief").await {
+            Ok(l) => break l,
+            Err(e) => {
+                tries += 1;
+                assert!(tries < 20, "the lease could not be taken: {e}");
+            }
+        }
+    };
     let checkpoint = stolen.checkpoint.clone();
     for _ in 0..6 {
         stream.push("only", change());

@@ -13,28 +13,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 async fn drain(aws: &AwsClients, url: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    loop {
-        let r = aws
-            .sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let msgs = r.messages.unwrap_or_default();
-        if msgs.is_empty() {
-            return out;
-        }
-        for m in msgs {
-            let v: Value = serde_json::from_str(m.body().unwrap()).unwrap();
-            assert_eq!(v["detail-type"], costs::COST_THRESHOLD_CROSSED);
-            out.push(v["detail"].clone());
-            aws.sqs.delete_message().queue_url(url).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
-        }
-    }
+    let events = formbridge_shared::testing::drain_events(aws, url).await;
+    assert!(events.iter().all(|(t, _)| t == costs::COST_THRESHOLD_CROSSED), "{events:?}");
+    events.into_iter().map(|(_, d)| d).collect()
 }
 
 /// Adds `usd` worth of submission writes to a cost day item, as a flusher does.

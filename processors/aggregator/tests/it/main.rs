@@ -2,4 +2,5 @@
 
 mod cost_alerts;
 mod exactly_once;
+mod hot_partitions;
 mod lambda;

@@ -200,35 +200,7 @@ impl Stack {
 
     /// Delivery events received so far: (detail-type, detail).
     pub async fn events(&self) -> Vec<(String, serde_json::Value)> {
-        let mut out = Vec::new();
-        loop {
-            let r = self
-                .aws
-                .sqs
-                .receive_message()
-                .queue_url(&self.events_queue)
-                .max_number_of_messages(10)
-                .wait_time_seconds(1)
-                .send()
-                .await
-                .unwrap();
-            let msgs = r.messages.unwrap_or_default();
-            if msgs.is_empty() {
-                return out;
-            }
-            for m in msgs {
-                let v: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
-                out.push((v["detail-type"].as_str().unwrap().to_owned(), v["detail"].clone()));
-                self.aws
-                    .sqs
-                    .delete_message()
-                    .queue_url(&self.events_queue)
-                    .receipt_handle(m.receipt_handle().unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        }
+        formbridge_shared::testing::drain_events(&self.aws, &self.events_queue).await
     }
 
     /// A delivery message for `attempt` of `id` to `dest`, as the fan-out or a retry makes it
