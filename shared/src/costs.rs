@@ -210,6 +210,7 @@ pub(crate) fn share(payers: &[(Option<TenantId>, u64)], line: Line, whole_milli:
     }
     let hour = hour_of(OffsetDateTime::now_utc());
     let mut usage = lock();
+    bound(&mut usage);
     let total: u64 = payers.iter().map(|(_, w)| *w).sum();
     if payers.is_empty() || total == 0 {
         usage.entry((None, hour)).or_default().add(line, whole_milli);
@@ -225,6 +226,20 @@ pub(crate) fn share(payers: &[(Option<TenantId>, u64)], line: Line, whole_milli:
         usage.entry((payer.clone(), hour)).or_default().add(line, part + extra);
     }
     debug_assert_eq!(given, whole_milli);
+}
+
+/// (tenant, hour) entries kept unflushed at most: with flushing off (or the table unreachable
+/// for days) the oldest hours are dropped, counted in `cost_counts_dropped_total`, rather than
+/// growing without bound.
+const MAX_PENDING: usize = 100_000;
+
+fn bound(usage: &mut BTreeMap<Key, Units>) {
+    while usage.len() >= MAX_PENDING {
+        let Some(oldest) = usage.keys().map(|(_, h)| *h).min() else { return };
+        let before = usage.len();
+        usage.retain(|(_, h), _| *h != oldest);
+        metrics::counter!("cost_counts_dropped_total").increment((before - usage.len()) as u64);
+    }
 }
 
 /// Everything counted and not yet flushed, by tenant (`None`: unattributed) and hour start
@@ -1014,4 +1029,33 @@ async fn record_and_publish(
     metrics::counter!("cost_alerts_total").increment(1);
     tracing::warn!(alert = %key.sk, scope = %key.pk, "cost threshold crossed");
     Ok(Some(crossing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unflushed_counts_are_bounded_by_dropping_the_oldest_hours() {
+        let mut usage: BTreeMap<Key, Units> = BTreeMap::new();
+        let mut u = Units::default();
+        u.add(Line::WriteSubmission, 1000);
+        for i in 0..MAX_PENDING as i64 {
+            let t = TenantId::parse(&format!("t{}", i % 1000)).unwrap();
+            usage.insert((Some(t), (i / 1000) * 3600), u);
+        }
+        bound(&mut usage);
+        assert!(usage.len() < MAX_PENDING);
+        assert!(usage.keys().all(|(_, h)| *h > 0), "the oldest hour went first");
+        assert_eq!(usage.len(), MAX_PENDING - 1000);
+    }
+
+    #[test]
+    fn shares_add_up_exactly() {
+        let payers = [(Some(TenantId::parse("a").unwrap()), 1), (Some(TenantId::parse("b").unwrap()), 1), (None, 1)];
+        let before: u64 = pending().values().map(|u| u.get(Line::SqsOther)).sum();
+        share(&payers, Line::SqsOther, 1000);
+        let after: u64 = pending().values().map(|u| u.get(Line::SqsOther)).sum();
+        assert_eq!(after - before, 1000, "333 + 333 + 334");
+    }
 }
