@@ -35,6 +35,8 @@ pub struct Observations {
     /// CPU seconds (user + system) each process spent during the run, by process name.
     pub cpu_s: BTreeMap<String, f64>,
     pub ceiling: Option<Ceiling>,
+    /// Each generated tenant's shard history at the end of the run.
+    pub shard_epochs: BTreeMap<String, Vec<formbridge_shared::sharding::ShardEpoch>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -77,6 +79,8 @@ pub struct Report {
     /// The pipeline's throughput as a share of the ceiling: persisted/s over BatchWriteItem
     /// items/s, accepted/s over SendMessageBatch messages/s.
     pub share_of_ceiling: BTreeMap<String, f64>,
+    /// Tenants whose shard count grew during the run, with their shards' load before and after.
+    pub shard_growths: Vec<ShardGrowth>,
     pub goals: Vec<Goal>,
 }
 
@@ -191,6 +195,87 @@ pub mod goals {
     pub const PIPELINE_DOLLARS_PER_MILLION: f64 = DOLLARS_PER_MILLION - 0.625;
     /// Stored bytes as a share of raw (%), on text-heavy forms.
     pub const STORED_PCT_OF_RAW: f64 = 30.0;
+    /// The busiest shard's write units over the mean shard's, for a tenant whose shard count grew
+    /// during the run, over what it wrote under the new count.
+    pub const SHARD_MAX_OVER_MEAN: f64 = 1.1;
+}
+
+/// One shard count's era of a tenant within the run: how evenly its writes spread.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ShardLoad {
+    pub shards: u16,
+    pub submissions: usize,
+    pub write_units_by_shard: Vec<u64>,
+    /// The busiest shard's write units per second, over the era's span of submission ids.
+    pub busiest_shard_write_units_per_s: f64,
+    /// The busiest shard's write units over the mean shard's (1.0 is perfectly even).
+    pub max_over_mean: Option<f64>,
+    /// The same by submission count.
+    pub max_over_mean_by_count: Option<f64>,
+}
+
+impl ShardLoad {
+    /// `writes`: (shard, id time in ms, write units) of the era's submissions.
+    pub fn of(shards: u16, writes: &[(u16, u64, u64)]) -> ShardLoad {
+        let n = usize::from(shards.max(1));
+        let (mut units, mut counts) = (vec![0u64; n], vec![0u64; n]);
+        for (shard, _, wcu) in writes {
+            if let Some(i) = units.get_mut(usize::from(*shard)) {
+                *i += wcu;
+                counts[usize::from(*shard)] += 1;
+            }
+        }
+        let ratio = |v: &[u64]| {
+            let sum: u64 = v.iter().sum();
+            (sum > 0).then(|| *v.iter().max().unwrap_or(&0) as f64 / (sum as f64 / v.len() as f64))
+        };
+        let span_ms = match (writes.iter().map(|w| w.1).min(), writes.iter().map(|w| w.1).max()) {
+            (Some(a), Some(b)) => (b - a).max(1000),
+            _ => 1000,
+        };
+        ShardLoad {
+            shards,
+            submissions: writes.len(),
+            busiest_shard_write_units_per_s: *units.iter().max().unwrap_or(&0) as f64 * 1000.0 / span_ms as f64,
+            max_over_mean: ratio(&units),
+            max_over_mean_by_count: ratio(&counts),
+            write_units_by_shard: units,
+        }
+    }
+}
+
+/// A tenant whose shard count grew during the run (a hot tenant the aggregator resharded): its
+/// shards' load under the old count and under the new one.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ShardGrowth {
+    pub tenant: String,
+    pub effective_at_ms: u64,
+    pub before: ShardLoad,
+    pub after: ShardLoad,
+}
+
+/// The growths of the run's tenants, from each one's last change of shard count.
+pub fn shard_growths(
+    writes: &std::collections::HashMap<String, Vec<(u16, u64, u64)>>,
+    epochs: &BTreeMap<String, Vec<formbridge_shared::sharding::ShardEpoch>>,
+) -> Vec<ShardGrowth> {
+    let mut out = Vec::new();
+    for (tenant, e) in epochs {
+        let [.., prev, last] = e.as_slice() else { continue };
+        let w = writes.get(tenant).map(Vec::as_slice).unwrap_or_default();
+        let before: Vec<_> = w.iter().copied().filter(|x| x.1 >= prev.since_ms && x.1 < last.since_ms).collect();
+        let after: Vec<_> = w.iter().copied().filter(|x| x.1 >= last.since_ms).collect();
+        if before.is_empty() && after.is_empty() {
+            continue;
+        }
+        out.push(ShardGrowth {
+            tenant: tenant.clone(),
+            effective_at_ms: last.since_ms,
+            before: ShardLoad::of(prev.count, &before),
+            after: ShardLoad::of(last.count, &after),
+        });
+    }
+    out
 }
 
 /// One of the baseline goals, with the measured value and by how much it is met or missed.
@@ -480,6 +565,8 @@ impl From<&Observations> for Report {
         let item_dollars = per_submission.submission_write_units * p.per_million_write_units;
         let pipeline_units = metered.then_some(per_submission.write_units - per_submission.submission_write_units);
         let pipeline_dollars = metered.then_some(ours - item_dollars);
+        let shard_growths = shard_growths(&s.shard_writes, &o.shard_epochs);
+        let worst_balance = shard_growths.iter().filter_map(|g| g.after.max_over_mean).reduce(f64::max);
         let goals = vec![
             Goal::new(
                 "p99_ingest_to_persisted_ms",
@@ -534,6 +621,14 @@ impl From<&Observations> for Report {
                 false,
                 "nothing persisted",
             ),
+            Goal::new(
+                "hot_tenant_shard_max_over_mean",
+                "a tenant grown during the run (hot partitions): its busiest shard's write units at most 1.1x the mean shard's, over what it wrote under the new count",
+                goals::SHARD_MAX_OVER_MEAN,
+                worst_balance,
+                false,
+                "no tenant's shard count grew during the run",
+            ),
         ];
         Report {
             target: o.target.into(),
@@ -569,6 +664,7 @@ impl From<&Observations> for Report {
             },
             ceiling: o.ceiling.clone(),
             share_of_ceiling: share,
+            shard_growths,
             goals,
         }
     }
@@ -674,6 +770,19 @@ impl Report {
         for (k, v) in &self.share_of_ceiling {
             line(&mut t, &format!("share of ceiling: {k}"), format!("{:.1}%", 100.0 * v));
         }
+        for g in &self.shard_growths {
+            let r = |l: &ShardLoad| {
+                format!(
+                    "{} shards, {} submissions, busiest shard {:.1} write units/s, max/mean {}",
+                    l.shards,
+                    l.submissions,
+                    l.busiest_shard_write_units_per_s,
+                    l.max_over_mean.map_or("-".into(), |m| format!("{m:.3}"))
+                )
+            };
+            line(&mut t, &format!("shards of {}: before", g.tenant), r(&g.before));
+            line(&mut t, &format!("shards of {}: after", g.tenant), r(&g.after));
+        }
         t.push_str("  goals\n");
         for g in &self.goals {
             let m = g.measured.map_or("-".into(), |m| format!("{m:.2}"));
@@ -686,6 +795,40 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grown_tenants_shards_are_compared_before_and_after_the_growth() {
+        use formbridge_shared::sharding::ShardEpoch;
+        // One shard until t=10 s, then 4: the old era's writes all land on shard 0; the new era's
+        // on shards 0-3 with 30, 30, 30 and 33 write units.
+        let mut w = vec![];
+        for i in 0..20u64 {
+            w.push((0u16, 1_000 + i * 450, 2u64));
+        }
+        for (shard, n) in [(0u16, 30u64), (1, 30), (2, 30), (3, 33)] {
+            for i in 0..n {
+                w.push((shard, 10_000 + i * 100, 1));
+            }
+        }
+        let writes = std::collections::HashMap::from([("t-1".to_owned(), w)]);
+        let epochs = BTreeMap::from([
+            ("t-1".to_owned(), vec![ShardEpoch { since_ms: 0, count: 1 }, ShardEpoch { since_ms: 10_000, count: 4 }]),
+            ("t-2".to_owned(), vec![ShardEpoch { since_ms: 0, count: 4 }]),
+        ]);
+        let g = shard_growths(&writes, &epochs);
+        assert_eq!(g.len(), 1, "only the tenant that grew");
+        assert_eq!((g[0].before.shards, g[0].before.submissions), (1, 20));
+        assert_eq!(g[0].before.max_over_mean, Some(1.0));
+        // 40 units over 8.55 s.
+        assert!((g[0].before.busiest_shard_write_units_per_s - 40.0 / 8.55).abs() < 1e-9);
+        assert_eq!(g[0].after.write_units_by_shard, vec![30, 30, 30, 33]);
+        let m = g[0].after.max_over_mean.unwrap();
+        assert!((m - 33.0 / 30.75).abs() < 1e-9, "{m}");
+        assert!(m <= goals::SHARD_MAX_OVER_MEAN);
+        // A shard past the count (an item written under another count) is not this era's.
+        assert_eq!(ShardLoad::of(2, &[(5, 0, 1), (1, 0, 1)]).write_units_by_shard, vec![0, 1]);
+        assert_eq!(ShardLoad::of(2, &[]).max_over_mean, None);
+    }
 
     #[test]
     fn the_report_counts_losses_duplicates_and_latency_from_observations() {
@@ -739,6 +882,7 @@ mod tests {
                 messages_sent: 40,
                 avg_message_bytes: 1200.0,
             }),
+            shard_epochs: BTreeMap::new(),
         };
         let r = Report::from(&obs);
         assert_eq!((r.accepted, r.persisted, r.delivered), (4, 3, 2));
@@ -769,7 +913,8 @@ mod tests {
         let dollars = (6.0 * 0.625 + 2.0 * 0.125 + 3.0 * 0.40) / 3.0;
         assert!((r.cost.dollars_per_million - dollars).abs() < 1e-9, "{}", r.cost.dollars_per_million);
         let g: BTreeMap<&str, &Goal> = r.goals.iter().map(|g| (g.name.as_str(), g)).collect();
-        assert_eq!(g.len(), 6);
+        assert_eq!(g.len(), 7);
+        assert_eq!(g["hot_tenant_shard_max_over_mean"].met, None, "no tenant grew");
         assert_eq!(g["p99_ingest_to_persisted_ms"].met, Some(true));
         assert_eq!(g["p99_ingest_to_delivered_ms"].met, Some(true));
         assert_eq!(g["stored_pct_of_raw"].met, Some(true), "exactly 30% is within the limit");

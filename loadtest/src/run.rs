@@ -244,6 +244,9 @@ pub struct Seen {
     pub samples: Vec<crate::report::StoredSample>,
     /// Decoded payloads kept so far, by band.
     pub kept_by_band: [usize; 5],
+    /// Every stored submission's (shard, id time in ms, write units), by tenant: the per-shard
+    /// load before and after a tenant's shard count grows.
+    pub shard_writes: HashMap<String, Vec<(u16, u64, u64)>>,
 }
 
 /// The storage band of a payload size (the overlapping 1-4 KiB band aside; 4: larger).
@@ -274,7 +277,7 @@ impl BatchProcessor for Tracker {
                 seen.ceiling_items_seen += 1;
                 continue;
             }
-            let (Entity::Submission { tenant, id, .. }, ChangeKind::Insert, Some(new)) = (&r.entity, r.kind, &r.new)
+            let (Entity::Submission { tenant, id, shard }, ChangeKind::Insert, Some(new)) = (&r.entity, r.kind, &r.new)
             else {
                 continue;
             };
@@ -300,6 +303,11 @@ impl BatchProcessor for Tracker {
                     item: stored,
                     raw_payload,
                 });
+                seen.shard_writes.entry(tenant.to_string()).or_default().push((
+                    *shard,
+                    id.timestamp_ms(),
+                    formbridge_shared::capacity::write_units(stored as usize),
+                ));
                 seen.raw_bytes += raw;
                 seen.stored_bytes += stored;
                 seen.stored_sizes.push(stored);
@@ -723,6 +731,17 @@ pub async fn run(
     stop.cancel();
     let _ = rx.await;
     let _ = track.await;
+    // Each tenant's shard history as it stands now: a hot tenant may have grown during the run.
+    let mut shard_epochs = BTreeMap::new();
+    for t in &sender.pop.tenants {
+        match store.get_tenant(t).await {
+            Ok(Some(p)) => {
+                shard_epochs.insert(t.to_string(), p.shards.epochs().to_vec());
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(tenant = %t, error = %e, "cannot read the tenant's shard history"),
+        }
+    }
 
     let seen = std::mem::take(&mut *lock(&seen));
     let obs = Observations {
@@ -742,6 +761,7 @@ pub async fn run(
         billed: diff(&after.billed, &before.billed),
         cpu_s,
         ceiling,
+        shard_epochs,
     };
     let report = Report::from(&obs);
     std::fs::write(&args.report, serde_json::to_vec_pretty(&report).expect("serialises"))?;
