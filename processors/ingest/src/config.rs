@@ -51,6 +51,24 @@ pub struct Config {
     #[arg(long, env = "INGEST_BATCH_LINGER_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub batch_linger_ms: u64,
 
+    /// Seconds a client has to send a request's headers, from the moment its connection opens or
+    /// goes idle after an answer; a slower or silent connection is closed.
+    #[arg(long, env = "INGEST_HEADER_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_timeout_seconds: u64,
+
+    /// Seconds a client has to send the whole body once its headers are in; else 408 body_timeout.
+    #[arg(long, env = "INGEST_BODY_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub body_timeout_seconds: u64,
+
+    /// Connections open at once; further clients wait in the listen backlog until one closes.
+    #[arg(long, env = "INGEST_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
+    /// Ingest instances behind the load balancer: each enforces 1/N of the tenant rate and
+    /// burst, so together they allow the configured rate, not N times it (see the README).
+    #[arg(long, env = "INGEST_INSTANCES", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub instances: u32,
+
     /// How often aggregated authentication failures are written to the audit log, seconds.
     #[arg(long, env = "INGEST_AUDIT_FLUSH_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub audit_flush_seconds: u64,
@@ -71,6 +89,24 @@ impl Config {
 
     pub fn linger(&self) -> Duration {
         Duration::from_millis(self.batch_linger_ms)
+    }
+
+    /// This instance's share of the tenant rate and burst (`INGEST_INSTANCES`): one token every
+    /// N / rate seconds, a bucket of burst / N (rounded up, at least 1).
+    pub fn instance_quota(&self) -> governor::Quota {
+        let n = self.instances.max(1);
+        let period = Duration::from_secs_f64(f64::from(n) / f64::from(self.tenant_rate.max(1)));
+        let burst = std::num::NonZeroU32::new(self.tenant_burst.div_ceil(n)).unwrap_or(std::num::NonZeroU32::MIN);
+        governor::Quota::with_period(period).unwrap_or_else(|| governor::Quota::per_second(burst)).allow_burst(burst)
+    }
+
+    pub fn conn_limits(&self) -> crate::server::ConnLimits {
+        crate::server::ConnLimits {
+            header_timeout: Duration::from_secs(self.header_timeout_seconds),
+            body_timeout: Duration::from_secs(self.body_timeout_seconds),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            max_body_bytes: self.max_body_bytes,
+        }
     }
 
     /// Defaults with the given names and keys (tests, embedding).

@@ -119,13 +119,13 @@ pub fn site_of(value: &Value) -> Option<&str> {
     value.get("site").and_then(Value::as_str)
 }
 
+/// A value is what the visitor typed or pasted, and is never refused for its characters: control
+/// characters (a backspace or vertical tab pasted from a word processor, even NUL) are kept
+/// exactly. Every way out escapes them (JSON in the queue, the webhooks and the API; CSV quoting;
+/// the dashboard sets text, never markup). Field names, `form_id` and `site` stay strict.
 fn check_string(path: &str, s: &str, max: usize) -> Result<(), EnvelopeError> {
     if s.chars().count() > max {
         return Err(invalid(format!("{path} is longer than {max} characters")));
-    }
-    // Line breaks and tabs are normal in messages; other control characters never are.
-    if s.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
-        return Err(invalid(format!("{path} contains control characters")));
     }
     Ok(())
 }
@@ -277,5 +277,22 @@ mod tests {
         let e = validate(v).unwrap();
         assert_eq!(e.form_id.as_str(), "contact");
         assert_eq!(e.payload()["fields"]["address"]["city"], "L");
+    }
+
+    #[test]
+    fn control_characters_are_kept_in_values_and_refused_in_names() {
+        let body = br#"{"site":"example.com","form_id":"contact","fields":{"message":"a\bb\u000bc\u0000d\u001b[0m","list":["x\u0007"],"nested":{"v":"\u007f"}},"meta":{"user_agent":"UA\u0008"}}"#;
+        let e = validate(parse_strict(body).unwrap()).unwrap();
+        assert_eq!(e.fields["message"], "a\u{8}b\u{b}c\u{0}d\u{1b}[0m", "kept exactly");
+        assert_eq!(e.fields["list"][0], "x\u{7}");
+        assert_eq!(e.fields["nested"]["v"], "\u{7f}");
+        assert_eq!(e.meta.as_ref().unwrap()["user_agent"], "UA\u{8}");
+        // Escaped again on the way out.
+        let out = serde_json::to_string(&e.payload()).unwrap();
+        assert!(out.contains(r"a\bb\u000bc\u0000d\u001b[0m"), "{out}");
+        let key = br#"{"site":"example.com","form_id":"contact","fields":{"na\u0008me":"x"}}"#;
+        assert!(
+            matches!(validate(parse_strict(key).unwrap()), Err(EnvelopeError::Invalid(m)) if m.contains("control"))
+        );
     }
 }

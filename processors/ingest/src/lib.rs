@@ -12,9 +12,9 @@ pub mod envelope;
 pub mod error;
 pub mod failures;
 pub mod queue;
+pub mod server;
 pub mod sites;
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -24,7 +24,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, RateLimiter};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -80,6 +80,8 @@ pub struct Endpoint {
     pub failures: FailureLog,
     pub store: DataStore,
     pub enqueue_stats: Arc<queue::EnqueueStats>,
+    /// Timeouts and the connection limit the server applies (`server::serve`).
+    pub limits: server::ConnLimits,
 }
 
 /// Builds the router and its state (tests serve it on a random port).
@@ -92,8 +94,7 @@ pub async fn endpoint(
     let keyring = config.keyring.load()?;
     let store = DataStore::new(aws.dynamodb.clone(), config.resources.table.clone());
     let queue = Queue::open(bounded_sqs(&aws.sqs), &config.resources.ingest_queue, "ingest").await?;
-    let quota = Quota::per_second(NonZeroU32::new(config.tenant_rate).unwrap_or(NonZeroU32::MIN))
-        .allow_burst(NonZeroU32::new(config.tenant_burst).unwrap_or(NonZeroU32::MIN));
+    let quota = config.instance_quota();
     let failures = FailureLog::default();
     let enqueuer = Enqueuer::start(queue, config.linger());
     let enqueue_stats = enqueuer.stats.clone();
@@ -112,30 +113,38 @@ pub async fn endpoint(
             metrics,
         }),
     };
+    let limits = config.conn_limits();
+    let body_limits = Arc::new(limits);
     let router = Router::new()
-        .route("/v1/submissions", post(submit))
+        .route(
+            "/v1/submissions",
+            post(submit).route_layer(axum::middleware::from_fn(move |req, next| {
+                server::body_within(body_limits.clone(), req, next)
+            })),
+        )
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/metrics", get(render_metrics))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state);
-    Ok(Endpoint { router, failures, store, enqueue_stats })
+    Ok(Endpoint { router, failures, store, enqueue_stats, limits })
 }
 
 /// The endpoint as a Lambda function behind a Function URL: the same router, with two changes
 /// for an instance that serves one request at a time and is frozen between them. Sends do not
 /// linger for company (no other request can join them), and the authentication-failure counts
-/// are written after each request instead of by a background timer that a frozen function
-/// would never run.
+/// are written after a request (at most every `INGEST_AUDIT_FLUSH_SECONDS` per environment)
+/// instead of by a background timer that a frozen function would never run.
 pub async fn lambda_app(config: &Config, aws: &AwsClients) -> Result<Router, IngestError> {
     let mut config = config.clone();
     config.batch_linger_ms = 0;
     let ep = endpoint(&config, aws, None).await?;
     let (failures, store) = (ep.failures, ep.store);
+    let every = std::time::Duration::from_secs(config.audit_flush_seconds);
     Ok(ep.router.layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
         let (failures, store) = (failures.clone(), store.clone());
         async move {
             let response = next.run(req).await;
-            failures.flush(&store).await;
+            failures.flush_if_due(&store, every).await;
             response
         }
     })))
@@ -179,10 +188,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let flusher = tokio::spawn(ep.failures.clone().run(ep.store.clone(), audit_every, shutdown.clone()));
-    let s = shutdown.clone();
-    if let Err(e) = axum::serve(listener, ep.router).with_graceful_shutdown(async move { s.cancelled().await }).await {
-        tracing::error!(error = %e, "server error");
-    }
+    server::serve(listener, ep.router, ep.limits, shutdown.clone()).await;
     let _ = flusher.await;
     tracing::info!("ingest stopped");
 }

@@ -186,8 +186,8 @@ async fn hostile_requests_get_clear_answers_and_queue_nothing() {
         ),
         case("separator in form_id", body_with(&|v| v["form_id"] = json!("contact#SUB#x")), 422, "invalid_submission"),
         case(
-            "control character in a value",
-            body_with(&|v| v["fields"]["name"] = json!("A\u{0000}B")),
+            "control character in a field name",
+            body_with(&|v| v["fields"]["na\u{0008}me"] = json!("A")),
             422,
             "invalid_submission",
         ),

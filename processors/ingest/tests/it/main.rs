@@ -6,3 +6,4 @@ mod lambda;
 mod outage;
 mod pipeline;
 mod schema;
+mod slow;

@@ -91,6 +91,30 @@ async fn a_signed_submission_reaches_dynamodb_once_even_when_retried() {
 }
 
 #[tokio::test]
+async fn a_visitors_control_characters_are_accepted_and_stored_exactly() {
+    let stack = Stack::new().await;
+    let secret = stack.tenant_with_site("ctl", "ctl.example.com").await;
+    let app = stack.start(stack.config()).await;
+    // Pasted from a word processor or a terminal: backspaces, a vertical tab, NUL, an escape.
+    let message = "call me\u{8}\u{8} back\u{b}soon\u{0}\u{1b}[0m";
+    let mut body = envelope("ctl.example.com");
+    body["fields"]["message"] = serde_json::json!(message);
+    body["fields"]["tags"] = serde_json::json!(["a\u{7}", "\u{7f}"]);
+    body["meta"] = serde_json::json!({ "user_agent": "UA\u{c}" });
+    let a = app.post_signed(&secret, "msg_ctl", &body).await;
+    assert_eq!(a.status, 202, "a visitor's text is never refused for its characters: {:?}", a.body);
+    persist_everything(&stack).await;
+    let t = TenantId::parse("ctl").unwrap();
+    let p = stack.store.get_tenant(&t).await.unwrap().unwrap();
+    let id = SubmissionId::parse(a.body["submission_id"].as_str().unwrap()).unwrap();
+    let stored = stack.store.get_submission(&p, &id).await.unwrap().unwrap();
+    assert_eq!(stored.payload["fields"]["message"], message);
+    assert_eq!(stored.payload["fields"]["tags"], serde_json::json!(["a\u{7}", "\u{7f}"]));
+    assert_eq!(stored.payload["meta"]["user_agent"], "UA\u{c}");
+    app.token.cancel();
+}
+
+#[tokio::test]
 async fn after_rotation_both_secrets_verify_until_the_grace_period_ends() {
     let stack = Stack::new().await;
     let old = stack.tenant_with_site("rot", "rot.example").await;
@@ -196,6 +220,52 @@ async fn forged_requests_are_audited_once_per_site_and_minute() {
     assert!(out.items().iter().all(|i| i.contains_key("ttl") && i.contains_key("bad_signature")));
     app.token.cancel();
     formbridge_shared::testing::assert_role_allows("ingest", "IngestRole");
+}
+
+#[tokio::test]
+async fn a_flood_of_forged_unknown_domains_costs_bounded_items_and_memory() {
+    let stack = Stack::new().await;
+    let app = stack.start(stack.config()).await;
+    let forger = formbridge_shared::secrets::SigningSecret::generate();
+    // A prefix of our own, so other tests' unknown sites in the same daily partition are not counted.
+    let tag = ulid::Ulid::new().to_string().to_lowercase();
+    let n = 150;
+    let mut most_pending = 0;
+    for i in 0..n {
+        let a = app.post_signed(&forger, &format!("f{i}"), &envelope(&format!("x{i}-{tag}.example"))).await;
+        assert_eq!(a.status, 401);
+        most_pending = most_pending.max(app.failures.pending_buckets());
+    }
+    let limit = formbridge_ingest::failures::UNKNOWN_DOMAINS_PER_MINUTE + 1;
+    // The flood may straddle a minute: two minutes' worth at most.
+    assert!(most_pending <= 2 * limit, "{most_pending} buckets held for {n} domains");
+    app.failures.flush(&stack.store).await;
+    let day = time::OffsetDateTime::now_utc().date();
+    let mut items = vec![];
+    for d in [day.previous_day().unwrap(), day] {
+        let out = stack
+            .aws
+            .dynamodb
+            .query()
+            .table_name(&stack.names.table)
+            .key_condition_expression("PK = :pk")
+            .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("SECURITY#{d}")))
+            .send()
+            .await
+            .unwrap();
+        items.extend(out.items().to_vec());
+    }
+    let ours: Vec<_> = items.iter().filter(|i| i["SK"].as_s().unwrap().contains(&tag)).collect();
+    let unnamed: Vec<_> = items.iter().filter(|i| i["SK"].as_s().unwrap().ends_with("#-")).collect();
+    assert!(ours.len() <= 2 * (limit - 1), "{} items named for {n} domains", ours.len());
+    assert!(!unnamed.is_empty(), "the domains past the limit are counted together");
+    let count = |v: &[&std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>]| -> u64 {
+        v.iter().map(|i| i["unknown_site"].as_n().unwrap().parse::<u64>().unwrap()).sum()
+    };
+    // Other tests' unknown sites may share the "-" items; ours are all there.
+    assert!(count(&ours) + count(&unnamed) >= n as u64);
+    assert!(count(&ours) < n as u64);
+    app.token.cancel();
 }
 
 #[tokio::test]
