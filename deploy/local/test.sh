@@ -5,8 +5,8 @@
 # the AWS template, its deployment to the engine, the IAM permissions nothing uses, and the Lambda
 # zips (cargo-lambda); then the WordPress plugin's tests (PHPUnit, and a real WordPress against
 # the real ingest and persister: deploy/wordpress/test.sh, which installs its Debian packages on
-# first use). Extra arguments go
-# to `cargo test` only, and skip the WordPress part (e.g. ./deploy/local/test.sh short_run).
+# first use), and a short run of every fuzz target (fuzz/run.sh). Extra arguments go
+# to `cargo test` only, and skip the WordPress and fuzz parts (e.g. ./deploy/local/test.sh short_run).
 set -euo pipefail
 source "$(dirname "$0")/engine.sh"
 cd "$ROOT"
@@ -37,4 +37,12 @@ if [ $# -eq 0 ]; then
   # The plugin's integration test runs the real binaries; it starts its own engine.
   cargo build --workspace --bins --quiet
   "$ROOT/deploy/wordpress/test.sh"
+  # The fuzz targets' short run: every parser of untrusted input, 20 s each, failing on any
+  # crash or broken invariant (cargo fuzz on the nightly toolchain; see fuzz/README.md).
+  if cargo +nightly --version >/dev/null 2>&1; then
+    command -v jq >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends jq; } >/dev/null
+    FUZZ_JOBS=2 "$ROOT/fuzz/run.sh" 20
+  else
+    echo "WARNING: no nightly toolchain here: the fuzz targets' short run is SKIPPED" >&2
+  fi
 fi

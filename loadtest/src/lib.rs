@@ -3,6 +3,7 @@
 
 pub mod api_bench;
 pub mod ceiling;
+pub mod chaos;
 pub mod cost;
 pub mod dictionary;
 pub mod gen;

@@ -54,6 +54,12 @@ enum Command {
     /// Time the read API's 50-item page against the engine's raw Query of the same partition,
     /// in one run (a running formbridge-api is needed; the tenant is seeded here).
     ApiBench(formbridge_loadtest::api_bench::ApiBenchArgs),
+    /// Two instances of every process on an engine of the run's own, under seeded random faults
+    /// (SIGKILL and restart, a hung or unreachable engine, misbehaving destinations) while signed
+    /// submissions flow; then lost / stored / delivered / counted, answers to senders, and the
+    /// time to converge after the last fault (table, and JSON at --report). Exits 1 unless
+    /// nothing was lost and the metrics are exact.
+    Chaos(formbridge_loadtest::chaos::ChaosArgs),
     /// Train a shared compression dictionary from a corpus of payloads, or sweep dictionary size
     /// and brotli quality over held-out payloads (the corpus: loadtest/corpus/).
     Dictionary {
@@ -202,6 +208,23 @@ async fn main() -> anyhow::Result<()> {
     if let Command::Dictionary { command } = cli.command {
         return dictionary(command);
     }
+    if let Command::Chaos(args) = &cli.command {
+        return match formbridge_loadtest::chaos::chaos(args).await {
+            Ok(report) => {
+                print!("{}", report.table());
+                println!("  report written to {}", args.report.display());
+                if !report.ok {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
+            Err(e @ formbridge_loadtest::chaos::ChaosError::Setting(..)) => {
+                eprintln!("formbridge-loadtest: {e}");
+                std::process::exit(2);
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
     let aws = formbridge_shared::aws::AwsClients::from_env().await;
     match cli.command {
         Command::Run(args) => {
@@ -262,7 +285,7 @@ async fn main() -> anyhow::Result<()> {
                 std::fs::write(&path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        Command::Dictionary { .. } => unreachable!("handled before the AWS clients are built"),
+        Command::Dictionary { .. } | Command::Chaos(_) => unreachable!("handled before the AWS clients are built"),
     }
     Ok(())
 }

@@ -309,13 +309,17 @@ pub fn legacy_domain(raw: &str) -> Result<SiteDomain, String> {
     } else {
         s.split('/').next().unwrap_or_default().to_owned()
     };
-    if host.eq_ignore_ascii_case("localhost") || host.ends_with(".localhost") || host.ends_with(".local") {
+    let domain = crate::domain::normalize(&host).map_err(|e| e.to_string())?;
+    // Checked on the normal form: a trailing dot, upper case or an IDNA mapping must not let a
+    // local or single-label name through (`localhost.`, `shop.LOCAL`, `intranet.`).
+    let d = domain.as_str();
+    if d == "localhost" || d.ends_with(".localhost") || d.ends_with(".local") {
         return Err("is a local host name".into());
     }
-    if !host.contains('.') {
+    if !d.contains('.') {
         return Err("is not a public host name (no dot)".into());
     }
-    crate::domain::normalize(&host).map_err(|e| e.to_string())
+    Ok(domain)
 }
 
 /// The HMAC key a legacy key signs with, and the same key as a `whsec_` secret; `true` when the
@@ -1296,6 +1300,28 @@ mod tests {
         ] {
             assert!(legacy_domain(raw).is_err(), "{raw:?} accepted");
         }
+    }
+
+    /// Found by the `domain` fuzz target: the local and no-dot checks ran before normalisation,
+    /// so a trailing dot, upper case or a full-width spelling slipped such names through.
+    #[test]
+    fn local_and_single_label_names_are_refused_in_any_spelling() {
+        for raw in [
+            "httpspe.",
+            "intranet.",
+            "http://intranet./",
+            "localhost.",
+            "http://localhost./wp",
+            "LOCALHOST",
+            "\u{ff4c}\u{ff4f}\u{ff43}\u{ff41}\u{ff4c}\u{ff48}\u{ff4f}\u{ff53}\u{ff54}",
+            "shop.LOCAL",
+            "shop.local.",
+            "https://printer.local./",
+            "app.Localhost",
+        ] {
+            assert!(legacy_domain(raw).is_err(), "{raw:?} accepted as {:?}", legacy_domain(raw));
+        }
+        assert_eq!(legacy_domain("Shop.Example.COM.").unwrap().as_str(), "shop.example.com");
     }
 
     #[test]

@@ -123,6 +123,9 @@ pub struct Queue {
     url: String,
     name: String,
     component: &'static str,
+    /// The visibility timeout asked for at receive (see [`LeaseKeeper`]); the queue's own when
+    /// `None`.
+    lease_s: Option<i32>,
 }
 
 impl Queue {
@@ -130,7 +133,13 @@ impl Queue {
     pub async fn open(sqs: aws_sdk_sqs::Client, name: &str, component: &'static str) -> Result<Queue, QueueError> {
         usage::record(component, Unit::SqsRequests, 1);
         match sqs.get_queue_url().queue_name(name).send().await.map_err(aws_sdk_sqs::Error::from) {
-            Ok(out) => Ok(Queue { sqs, url: out.queue_url.unwrap_or_default(), name: name.to_owned(), component }),
+            Ok(out) => Ok(Queue {
+                sqs,
+                url: out.queue_url.unwrap_or_default(),
+                name: name.to_owned(),
+                component,
+                lease_s: None,
+            }),
             Err(aws_sdk_sqs::Error::QueueDoesNotExist(_)) => Err(QueueError::Missing(name.to_owned())),
             Err(e) => Err(QueueError::Unavailable(format!("looking up queue {name:?}: {e}"))),
         }
@@ -138,6 +147,13 @@ impl Queue {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Receives with this visibility timeout instead of the queue's: a short lease, kept alive
+    /// by a [`LeaseKeeper`] while the work lasts, so a crashed consumer's messages come back soon.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease_s = Some(i32::try_from(lease.as_secs().clamp(1, 43_200)).unwrap_or(30));
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -211,6 +227,7 @@ impl Queue {
             .queue_url(&self.url)
             .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
             .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .set_visibility_timeout(self.lease_s)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_attribute_names("All")
             .send()
@@ -490,6 +507,83 @@ where
                 let _ = a.send(result);
             }
         }
+    }
+}
+
+/// Keeps the short leases of received messages alive while they are being worked on.
+///
+/// A consumer receives with a short visibility timeout ([`Queue::with_lease`]), holds each
+/// message here from receipt to acknowledgement, and releases it after. Every quarter lease the
+/// keeper extends (ChangeMessageVisibilityBatch, 10 a call) the held messages whose lease is more
+/// than a third gone, by another lease. A consumer that dies stops extending, so its messages
+/// come back within one lease instead of the queue's long visibility timeout; work that finishes
+/// within a third of a lease (nearly all of it) costs no extra request.
+#[derive(Debug, Clone)]
+pub struct LeaseKeeper {
+    held: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+}
+
+impl LeaseKeeper {
+    /// Starts extending on `queue` (whose lease it uses) until `stop`.
+    pub fn start(queue: Queue, stop: tokio_util::sync::CancellationToken) -> LeaseKeeper {
+        let keeper = LeaseKeeper { held: Default::default() };
+        let Some(lease_s) = queue.lease_s else { return keeper };
+        let lease = Duration::from_secs(u64::try_from(lease_s).unwrap_or(30));
+        let held = keeper.held.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(lease / 4) => {}
+                    () = stop.cancelled() => return,
+                }
+                let due: Vec<String> = {
+                    let h = held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    h.iter().filter(|(_, t)| t.elapsed() >= lease / 3).map(|(r, _)| r.clone()).collect()
+                };
+                if due.is_empty() {
+                    continue;
+                }
+                let asks: Vec<(String, i32)> = due.iter().map(|r| (r.clone(), lease_s)).collect();
+                let results = queue.change_visibilities(&asks).await;
+                let now = std::time::Instant::now();
+                let mut h = held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (receipt, r) in due.into_iter().zip(results) {
+                    match r {
+                        Ok(()) => {
+                            if let Some(t) = h.get_mut(&receipt) {
+                                *t = now;
+                            }
+                            metrics::counter!("queue_leases_extended_total", "queue" => queue.name.clone())
+                                .increment(1);
+                        }
+                        // Deleted meanwhile, or its receipt expired: nothing left to keep.
+                        Err(QueueError::Refused { .. }) => {
+                            h.remove(&receipt);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "could not extend a message's lease; will retry"),
+                    }
+                }
+            }
+        });
+        keeper
+    }
+
+    /// Holds a message just received.
+    pub fn hold(&self, receipt: &str) {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(receipt.to_owned(), std::time::Instant::now());
+    }
+
+    /// Lets a message go: acknowledged, or left to come back when its lease ends.
+    pub fn release(&self, receipt: &str) {
+        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(receipt);
+    }
+
+    /// Messages held now.
+    pub fn held(&self) -> usize {
+        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 }
 

@@ -42,6 +42,11 @@ pub struct Config {
     /// heartbeat.
     #[arg(long, env = "DELIVERY_FANOUT_CHECKPOINT_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub fanout_checkpoint_ms: u64,
+    /// The lease on a received delivery message, seconds: received with this visibility
+    /// timeout and extended while its attempts are in flight, so a worker that dies hands its
+    /// messages back within this time instead of the queue's 90 s. 0 keeps the queue's own.
+    #[arg(long, env = "DELIVERY_LEASE_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub lease_seconds: u64,
     /// Attempts in flight at once in this process, over all destinations.
     #[arg(long, env = "DELIVERY_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_in_flight: u32,

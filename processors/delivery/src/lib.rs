@@ -50,7 +50,10 @@ pub enum DeliveryError {
 /// Builds the engine from the configuration.
 pub async fn engine(config: &Config, aws: &AwsClients) -> Result<Arc<Engine>, DeliveryError> {
     let keyring = config.keyring.load()?;
-    let queue = Queue::open(aws.sqs.clone(), &config.resources.delivery_queue, COMPONENT).await?;
+    let mut queue = Queue::open(aws.sqs.clone(), &config.resources.delivery_queue, COMPONENT).await?;
+    if config.lease_seconds > 0 {
+        queue = queue.with_lease(std::time::Duration::from_secs(config.lease_seconds));
+    }
     let store = DataStore::new(aws.dynamodb.clone(), config.resources.table.clone());
     let bus = events::Bus { client: aws.eventbridge.clone(), bus: config.resources.event_bus.clone() };
     let sender = send::Sender::new(ssrf::AddressPolicy { allow_loopback: config.allow_loopback });

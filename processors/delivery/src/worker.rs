@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use formbridge_shared::delivery::DeliveryMessage;
-use formbridge_shared::queue::{Acker, Received, MAX_BATCH};
+use formbridge_shared::queue::{Acker, LeaseKeeper, Received, MAX_BATCH};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -39,16 +39,29 @@ pub struct PollSettings {
 pub async fn run(engine: Arc<Engine>, settings: PollSettings, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(settings.max_in_flight as usize));
     let acker = engine.queue.acker(ACK_LINGER);
+    // Stopped once every attempt in flight is recorded, so no lease lapses during shutdown.
+    let lease_stop = CancellationToken::new();
+    let leases = LeaseKeeper::start(engine.queue.clone(), lease_stop.clone());
     let mut tasks = JoinSet::new();
     for _ in 0..settings.pollers {
-        tasks.spawn(poll(engine.clone(), slots.clone(), acker.clone(), settings.receive_linger, shutdown.clone()));
+        let p = Poller { engine: engine.clone(), slots: slots.clone(), acker: acker.clone(), leases: leases.clone() };
+        tasks.spawn(poll(p, settings.receive_linger, shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
+    lease_stop.cancel();
     // Every poller is gone with its clone: flush what is left.
     acker.close().await;
 }
 
-async fn poll(engine: Arc<Engine>, slots: Arc<Semaphore>, acker: Acker, linger: Duration, shutdown: CancellationToken) {
+struct Poller {
+    engine: Arc<Engine>,
+    slots: Arc<Semaphore>,
+    acker: Acker,
+    leases: LeaseKeeper,
+}
+
+async fn poll(p: Poller, linger: Duration, shutdown: CancellationToken) {
+    let Poller { engine, slots, acker, leases } = p;
     let mut running = JoinSet::new();
     loop {
         // Receive only as many messages as there are free slots (at most 10 per call).
@@ -78,9 +91,12 @@ async fn poll(engine: Arc<Engine>, slots: Arc<Semaphore>, acker: Acker, linger: 
         let partial = messages.len() < permits.len();
         for m in messages {
             let Some(permit) = permits.pop() else { break };
-            let (engine, acker) = (engine.clone(), acker.clone());
+            let (engine, acker, leases) = (engine.clone(), acker.clone(), leases.clone());
+            leases.hold(&m.receipt);
             running.spawn(async move {
+                let receipt = m.receipt.clone();
                 handle(&engine, m, &acker).await;
+                leases.release(&receipt);
                 drop(permit);
             });
         }

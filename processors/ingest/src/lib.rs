@@ -303,7 +303,7 @@ async fn accept(
             "webhook-id, webhook-timestamp and webhook-signature headers are required",
         ));
     };
-    if (now - ts).abs() > s.tolerance_s {
+    if now.abs_diff(ts) > s.tolerance_s.unsigned_abs() {
         let reason = if ts < now { AuthFailure::StaleTimestamp } else { AuthFailure::FutureTimestamp };
         s.failures.record(None, None, reason, now);
         return Err(ApiError::new(

@@ -30,6 +30,13 @@ impl ResolvedSite {
     /// the official Standard Webhooks verifier (timestamp tolerance included), which accepts any
     /// one of several space-separated signatures and compares in constant time.
     pub fn verifies(&self, body: &[u8], headers: &HeaderMap, now_ms: u64) -> bool {
+        // The official verifier subtracts the timestamp from its clock unchecked: one this far in
+        // the past overflows there (a panic with overflow checks; without, the difference can
+        // wrap round into its tolerance). Nothing near it can be fresh.
+        let ts = headers.get("webhook-timestamp").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok());
+        if ts.is_some_and(|ts| ts < i64::MIN / 2) {
+            return false;
+        }
         self.verifiers
             .iter()
             .filter(|(_, expires)| expires.is_none_or(|e| e > now_ms))
@@ -106,4 +113,43 @@ async fn load(
         }
     }
     Ok(Some(Arc::new(ResolvedSite { tenant, verifiers })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use formbridge_shared::sharding::ShardHistory;
+    use formbridge_shared::TenantId;
+
+    /// Found by the `webhook_headers` fuzz target: the official verifier computes
+    /// `now - timestamp` unchecked, so a timestamp near `i64::MIN` overflowed inside it.
+    #[test]
+    fn a_timestamp_near_the_minimum_is_refused_not_overflowed() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let site = ResolvedSite {
+            tenant: TenantProfile {
+                tenant_id: TenantId::parse("acme").unwrap(),
+                name: "Acme".into(),
+                created_at: "2026-01-01T00:00:00Z".into(),
+                retention_days: 30,
+                form_retention: Default::default(),
+                shards: ShardHistory::new(1, 0).unwrap(),
+            },
+            verifiers: vec![(Webhook::new(secret).unwrap(), None)],
+        };
+        let now_s = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now_ms = u64::try_from(now_s).unwrap() * 1000;
+        let signed = |ts: i64| {
+            let signature = Webhook::new(secret).unwrap().sign("msg_1", ts, b"{}").unwrap();
+            let mut h = HeaderMap::new();
+            h.insert("webhook-id", "msg_1".parse().unwrap());
+            h.insert("webhook-timestamp", ts.to_string().parse().unwrap());
+            h.insert("webhook-signature", signature.parse().unwrap());
+            h
+        };
+        for ts in [i64::MIN, i64::MIN + 1, i64::MIN + now_s, i64::MIN / 2 - 1] {
+            assert!(!site.verifies(b"{}", &signed(ts), now_ms), "{ts}");
+        }
+        assert!(site.verifies(b"{}", &signed(now_s), now_ms), "a fresh, signed request still verifies");
+    }
 }

@@ -32,6 +32,12 @@ pub struct Config {
     #[arg(long, env = "PERSISTER_WAIT_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u8).range(0..=20))]
     pub wait_seconds: u8,
 
+    /// The lease on a received message, seconds: received with this visibility timeout and
+    /// extended while it is being stored, so a persister that dies mid-batch hands its messages
+    /// back within this time instead of the queue's 60 s. 0 keeps the queue's own timeout.
+    #[arg(long, env = "PERSISTER_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub lease_seconds: u64,
+
     /// Retries of BatchWriteItem's UnprocessedItems (jittered exponential backoff, 50 ms to 5 s)
     /// before the batch is left to SQS redelivery.
     #[arg(long, env = "PERSISTER_WRITE_RETRIES", default_value_t = 8, value_parser = clap::value_parser!(u16).range(0..=30))]

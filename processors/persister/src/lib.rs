@@ -80,6 +80,8 @@ impl Counters {
 
 struct Ctx {
     queue: Queue,
+    /// Keeps the leases of messages received and not yet acknowledged.
+    leases: formbridge_shared::queue::LeaseKeeper,
     /// Deletes from the ingest queue, gathered across concurrent batches into full
     /// DeleteMessageBatch calls (up to 10 each).
     acker: formbridge_shared::queue::Acker,
@@ -120,10 +122,16 @@ pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -
     let aws = aws.for_component("persister");
     let costs = formbridge_shared::costs::start(&aws.dynamodb, &config.resources, &shutdown);
     let counters = Arc::new(Counters::default());
-    let queue = Queue::open(aws.sqs.clone(), &config.resources.ingest_queue, COMPONENT).await?;
+    let mut queue = Queue::open(aws.sqs.clone(), &config.resources.ingest_queue, COMPONENT).await?;
+    if config.lease_seconds > 0 {
+        queue = queue.with_lease(Duration::from_secs(config.lease_seconds));
+    }
     let acker = queue.acker(DELETE_LINGER);
     let core = Core::open(&config, &aws, counters.clone()).await?;
-    let ctx = Arc::new(Ctx { queue, acker: acker.clone(), core });
+    // Stops only after every message is handled (below), so no lease lapses during shutdown.
+    let lease_stop = CancellationToken::new();
+    let leases = formbridge_shared::queue::LeaseKeeper::start(queue.clone(), lease_stop.clone());
+    let ctx = Arc::new(Ctx { queue, leases, acker: acker.clone(), core });
     tracing::info!(queue = %ctx.queue.name(), table = %ctx.core.table.table, pollers = config.pollers, writers = config.writers, "persister started");
 
     let (tx, rx) = futures::channel::mpsc::channel::<Received>(usize::from(config.pollers) * 10);
@@ -152,6 +160,7 @@ pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -
         let _ = p.await;
     }
     drop(ctx);
+    lease_stop.cancel();
     acker.close().await;
     formbridge_shared::costs::finish(costs).await;
     let summary = counters.summary();
@@ -189,6 +198,7 @@ async fn poll(
                 // so that at low rates one receive (and one write, one delete) carries several.
                 let partial = messages.len() < 10;
                 for m in messages {
+                    ctx.leases.hold(&m.receipt);
                     ctx.core.counters.received.fetch_add(1, Ordering::Relaxed);
                     if tx.send(m).await.is_err() {
                         return;
@@ -238,8 +248,13 @@ fn prepare(codec: &PayloadCodec, batch: Vec<Received>) -> Prepared {
 }
 
 async fn handle_batch(ctx: Arc<Ctx>, batch: Vec<Received>) {
+    let receipts: Vec<String> = batch.iter().map(|m| m.receipt.clone()).collect();
     let deletable = store_batch(&ctx.core, batch).await;
     delete(&ctx, deletable).await;
+    // Deleted, or left to come back when the lease ends (a failed write).
+    for r in &receipts {
+        ctx.leases.release(r);
+    }
 }
 
 /// Stores a batch: poison messages go to the DLQ with their reason, the rest are written.

@@ -101,6 +101,22 @@ async fn hostile_requests_get_clear_answers_and_queue_nothing() {
             code: "timestamp_out_of_tolerance",
         },
         Case {
+            // Found by fuzzing: `now - ts` overflowed (a panic in debug; in release it wrapped
+            // round into the tolerance).
+            name: "timestamp at the i64 minimum",
+            headers: with(sign(&good), "webhook-timestamp", &i64::MIN.to_string()),
+            body: good.clone(),
+            status: 401,
+            code: "timestamp_out_of_tolerance",
+        },
+        Case {
+            name: "timestamp at the i64 maximum",
+            headers: with(sign(&good), "webhook-timestamp", &i64::MAX.to_string()),
+            body: good.clone(),
+            status: 401,
+            code: "timestamp_out_of_tolerance",
+        },
+        Case {
             name: "non-numeric timestamp",
             headers: with(sign(&good), "webhook-timestamp", "yesterday"),
             body: good.clone(),

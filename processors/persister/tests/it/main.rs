@@ -2,4 +2,5 @@
 
 mod helpers;
 mod lambda_binary;
+mod lease;
 mod pipeline;
