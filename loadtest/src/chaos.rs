@@ -475,6 +475,9 @@ struct Sent {
     answers: BTreeMap<String, u64>,
 }
 
+/// How long a sender waits for ingest's answer.
+const SENDER_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// One logical submission: what a sender posts, and retries as it is.
 struct Post {
     secret: String,
@@ -504,7 +507,9 @@ async fn send_one(
             .header("webhook-timestamp", ts.to_string())
             .header("webhook-signature", sig)
             .body(body.clone())
-            .timeout(Duration::from_secs(30))
+            // Ingest bounds every request it makes (8 s at most): an answer slower than this is a
+            // hang, reported as `timeout`.
+            .timeout(SENDER_TIMEOUT)
             .send()
             .await;
         let (label, wait) = match r {

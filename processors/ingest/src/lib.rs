@@ -92,7 +92,7 @@ pub async fn endpoint(
 ) -> Result<Endpoint, IngestError> {
     let aws = &aws.for_component("ingest");
     let keyring = config.keyring.load()?;
-    let store = DataStore::new(aws.dynamodb.clone(), config.resources.table.clone());
+    let store = DataStore::new(bounded_dynamodb(&aws.dynamodb), config.resources.table.clone());
     let queue = Queue::open(bounded_sqs(&aws.sqs), &config.resources.ingest_queue, "ingest").await?;
     let quota = config.instance_quota();
     let failures = FailureLog::default();
@@ -153,12 +153,22 @@ pub async fn lambda_app(config: &Config, aws: &AwsClients) -> Result<Router, Ing
 /// The queue client for the request path: a hung queue must turn into a 503 within seconds, not
 /// hold the sender's connection. The SDK's standard retries still apply within that bound.
 fn bounded_sqs(sqs: &aws_sdk_sqs::Client) -> aws_sdk_sqs::Client {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+    aws_sdk_sqs::Client::from_conf(sqs.config().to_builder().timeout_config(request_path_timeouts()).build())
+}
+
+/// The site lookups' client, bounded the same way: a hung engine (the chaos run's SIGSTOP) made a
+/// lookup that missed the cache wait with no limit, and the sender with it; now it is a 503
+/// `lookup_unavailable` with `Retry-After` within seconds.
+fn bounded_dynamodb(ddb: &aws_sdk_dynamodb::Client) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::from_conf(ddb.config().to_builder().timeout_config(request_path_timeouts()).build())
+}
+
+fn request_path_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(std::time::Duration::from_secs(2))
         .operation_attempt_timeout(std::time::Duration::from_secs(3))
         .operation_timeout(std::time::Duration::from_secs(8))
-        .build();
-    aws_sdk_sqs::Client::from_conf(sqs.config().to_builder().timeout_config(timeouts).build())
+        .build()
 }
 
 /// Serves until `shutdown`, then stops accepting, finishes requests in flight and flushes the
