@@ -589,7 +589,9 @@ pub struct ChaosReport {
     pub faults_by_kind: BTreeMap<String, usize>,
     pub restarts: BTreeMap<String, u32>,
     pub send_s: f64,
-    /// From the end of the last fault to everything stored, delivered and counted.
+    pub last_fault_end_s: f64,
+    /// From the later of the last fault's end and the last send to everything stored,
+    /// delivered and counted.
     pub convergence_s: Option<f64>,
     /// Which of stored / delivered / counted came last, and the settings that bound it.
     pub converged_last: String,
@@ -629,9 +631,9 @@ impl ChaosReport {
                 self.faults_by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
             ),
         );
-        line("sending took", format!("{:.0} s", self.send_s));
+        line("sending took", format!("{:.0} s (the last fault ended at {:.0} s)", self.send_s, self.last_fault_end_s));
         line(
-            "convergence after the last fault",
+            "convergence after faults and sends",
             self.convergence_s.map_or("did not converge".into(), |s| format!("{s:.1} s ({})", self.converged_last)),
         );
         for (k, v) in &self.bounds {
@@ -999,7 +1001,8 @@ pub async fn chaos(args: &ChaosArgs) -> Result<ChaosReport, ChaosError> {
     let sent: Arc<Mutex<Sent>> = Arc::default();
     let client = reqwest::Client::builder().pool_max_idle_per_host(8).build().unwrap_or_default();
     let mut tasks = tokio::task::JoinSet::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(256));
+    // Senders retrying through an outage keep their slot: room for a minute of them at 20/s.
+    let slots = Arc::new(tokio::sync::Semaphore::new(1024));
     let deadline = t0 + Duration::from_secs_f64(send_s) + Duration::from_secs(600);
     let ports = Arc::new(ingest_ports.clone());
     for i in 0..args.count {
@@ -1027,6 +1030,10 @@ pub async fn chaos(args: &ChaosArgs) -> Result<ChaosReport, ChaosError> {
     let send_took = t0.elapsed();
     let _ = injector.await;
     let last_fault = *last_fault_end.lock().unwrap_or_else(|e| e.into_inner());
+    // Convergence is timed from the moment nothing disturbs the pipeline any more: the last
+    // fault over and the last submission accepted (senders retrying through outages may finish
+    // after the last fault).
+    let quiet_from = last_fault.max(t0 + send_took);
 
     // Convergence: everything accepted is stored, delivered and counted.
     let accepted: HashSet<String> = sent.lock().unwrap_or_else(|e| e.into_inner()).accepted.keys().cloned().collect();
@@ -1164,7 +1171,8 @@ pub async fn chaos(args: &ChaosArgs) -> Result<ChaosReport, ChaosError> {
         faults,
         restarts,
         send_s: send_took.as_secs_f64(),
-        convergence_s: converged.then(|| last_at.saturating_duration_since(last_fault).as_secs_f64()),
+        last_fault_end_s: last_fault.saturating_duration_since(t0).as_secs_f64(),
+        convergence_s: converged.then(|| last_at.saturating_duration_since(quiet_from).as_secs_f64()),
         converged_last: last_name,
         bounds,
         ok: lost == 0 && undelivered == 0 && metrics_exact && converged && r.unverified == 0,

@@ -433,11 +433,18 @@ pub struct Lingering<I, O> {
     tx: mpsc::UnboundedSender<Job<I, O>>,
     done: std::sync::Arc<tokio::sync::Notify>,
     finished: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Items submitted and not answered yet.
+    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl<I, O> Clone for Lingering<I, O> {
     fn clone(&self) -> Self {
-        Self { tx: self.tx.clone(), done: self.done.clone(), finished: self.finished.clone() }
+        Self {
+            tx: self.tx.clone(),
+            done: self.done.clone(),
+            finished: self.finished.clone(),
+            waiting: self.waiting.clone(),
+        }
     }
 }
 
@@ -452,30 +459,45 @@ impl<I: Send + 'static, O: Send + 'static> Lingering<I, O> {
         let (tx, rx) = mpsc::unbounded_channel();
         let done = std::sync::Arc::new(tokio::sync::Notify::new());
         let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (d, f) = (done.clone(), finished.clone());
+        let waiting = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (d, f, w) = (done.clone(), finished.clone(), waiting.clone());
         tokio::spawn(async move {
-            gather(rx, max.max(1), linger, flush).await;
+            gather(rx, max.max(1), linger, flush, &w).await;
             f.store(true, std::sync::atomic::Ordering::SeqCst);
             d.notify_waiters();
         });
-        Self { tx, done, finished }
+        Self { tx, done, finished, waiting }
     }
 
-    /// Submits an item and waits for its answer (`None` when the batcher has stopped).
+    /// Submits an item and waits for its answer (`None` when the batcher has stopped). A
+    /// submitter that stops waiting (its future dropped: a client that hung up) withdraws its
+    /// item if it has not been flushed yet.
     pub async fn submit(&self, item: I) -> Option<O> {
         let (answer, wait) = oneshot::channel();
-        self.tx.send((item, Some(answer))).ok()?;
+        self.waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.tx.send((item, Some(answer))).is_err() {
+            self.waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
         wait.await.ok()
     }
 
     /// Submits an item without waiting for its answer.
     pub fn push(&self, item: I) {
-        let _ = self.tx.send((item, None));
+        self.waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.tx.send((item, None)).is_err() {
+            self.waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Items submitted and not answered (or withdrawn) yet: what a caller may shed load by.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Drops this handle and, once no other handle remains, waits until everything is flushed.
     pub async fn close(self) {
-        let Self { tx, done, finished } = self;
+        let Self { tx, done, finished, .. } = self;
         let notified = done.notified();
         drop(tx);
         if std::sync::Arc::strong_count(&finished) <= 2 && !finished.load(std::sync::atomic::Ordering::SeqCst) {
@@ -484,8 +506,13 @@ impl<I: Send + 'static, O: Send + 'static> Lingering<I, O> {
     }
 }
 
-async fn gather<I, O, F, Fut>(mut rx: mpsc::UnboundedReceiver<Job<I, O>>, max: usize, linger: Duration, flush: F)
-where
+async fn gather<I, O, F, Fut>(
+    mut rx: mpsc::UnboundedReceiver<Job<I, O>>,
+    max: usize,
+    linger: Duration,
+    flush: F,
+    waiting: &std::sync::atomic::AtomicUsize,
+) where
     F: Fn(Vec<I>) -> Fut,
     Fut: Future<Output = Vec<O>>,
 {
@@ -501,12 +528,23 @@ where
                 Ok(None) | Err(_) => break,
             }
         }
+        // Items whose submitter stopped waiting are withdrawn: when the flush is slow (a
+        // struggling queue), senders time out and retry, and sending their abandoned copies too
+        // would only add to what is already late.
+        let before = batch.len();
+        batch.retain(|(_, answer)| answer.as_ref().is_none_or(|a| !a.is_closed()));
+        waiting.fetch_sub(before - batch.len(), std::sync::atomic::Ordering::Relaxed);
+        if batch.is_empty() {
+            continue;
+        }
+        let n = batch.len();
         let (items, answers): (Vec<I>, Vec<_>) = batch.drain(..).unzip();
         for (answer, result) in answers.into_iter().zip(flush(items).await) {
             if let Some(a) = answer {
                 let _ = a.send(result);
             }
         }
+        waiting.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -608,6 +646,58 @@ mod tests {
         assert_eq!(delay_seconds(1_000, 5_000), 0);
         assert_eq!(delay_seconds(5_001, 0), 6);
         assert_eq!(delay_seconds(36_000_000, 0), 900);
+    }
+
+    /// While a slow flush runs, submitters that stop waiting withdraw their items: the next
+    /// flush sends only the items still awaited, and the count of waiting items follows.
+    #[tokio::test]
+    async fn items_whose_submitter_gave_up_are_not_flushed() {
+        let flushed = Arc::new(Mutex::new(Vec::new()));
+        let seen = flushed.clone();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let g = gate.clone();
+        let b = Lingering::start(10, Duration::from_millis(20), move |items: Vec<u32>| {
+            seen.lock().unwrap().push(items.clone());
+            let g = g.clone();
+            async move {
+                // The first flush waits until the test lets it go.
+                if items.contains(&0) {
+                    g.acquire().await.unwrap().forget();
+                }
+                items
+            }
+        });
+        let first = tokio::spawn({
+            let b = b.clone();
+            async move { b.submit(0).await }
+        });
+        while flushed.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Three submit while the first flush hangs; two of them give up.
+        let keep = tokio::spawn({
+            let b = b.clone();
+            async move { b.submit(1).await }
+        });
+        let gone: Vec<_> = [2, 3]
+            .into_iter()
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move { b.submit(i).await })
+            })
+            .collect();
+        while b.waiting() < 4 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for g in gone {
+            g.abort();
+            let _ = g.await;
+        }
+        gate.add_permits(1);
+        assert_eq!(first.await.unwrap(), Some(0));
+        assert_eq!(keep.await.unwrap(), Some(1));
+        assert_eq!(*flushed.lock().unwrap(), vec![vec![0], vec![1]], "the abandoned items were never sent");
+        assert_eq!(b.waiting(), 0);
     }
 
     #[tokio::test]

@@ -64,6 +64,11 @@ pub struct Config {
     #[arg(long, env = "INGEST_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
 
+    /// Submissions waiting for the queue at most; beyond, requests get a 503 `queue_busy` with
+    /// `Retry-After` at once instead of joining a backlog that only grows while SQS is slow.
+    #[arg(long, env = "INGEST_MAX_WAITING_SENDS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_waiting_sends: u64,
+
     /// Ingest instances behind the load balancer: each enforces 1/N of the tenant rate and
     /// burst, so together they allow the configured rate, not N times it (see the README).
     #[arg(long, env = "INGEST_INSTANCES", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]

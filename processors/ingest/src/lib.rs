@@ -54,6 +54,8 @@ struct Inner {
     limiter: DefaultKeyedRateLimiter<TenantId>,
     failures: FailureLog,
     tolerance_s: i64,
+    /// Sends waiting for the queue beyond which requests get a 503 at once.
+    max_waiting_sends: usize,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
@@ -110,6 +112,7 @@ pub async fn endpoint(
             limiter: RateLimiter::keyed(quota),
             failures: failures.clone(),
             tolerance_s: i64::try_from(config.timestamp_tolerance_seconds).unwrap_or(300),
+            max_waiting_sends: usize::try_from(config.max_waiting_sends).unwrap_or(usize::MAX),
             metrics,
         }),
     };
@@ -377,6 +380,17 @@ async fn accept(
     check_item_fits(&message, canonical.len())?;
     let body = serde_json::to_string(&message)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    // Shed load rather than queue without bound behind a struggling queue: the senders' retries
+    // would only add to it (see `Lingering::submit`).
+    if s.enqueuer.waiting() >= s.max_waiting_sends {
+        metrics::counter!("ingest_shed_total").increment(1);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_busy",
+            "too many submissions are waiting for the queue; try again shortly",
+        )
+        .retry_after(2));
+    }
     match s.enqueuer.enqueue(body).await {
         Ok(()) => {
             tracing::info!(tenant = %tenant, site = %site, submission_id = %id, "submission queued");

@@ -55,6 +55,11 @@ impl Enqueuer {
     }
 
     /// Resolves once SQS holds the message (or says why not).
+    /// Submissions waiting for a SendMessageBatch (or in one).
+    pub fn waiting(&self) -> usize {
+        self.sender.waiting()
+    }
+
     pub async fn enqueue(&self, body: String) -> Result<(), EnqueueError> {
         match self.sender.submit(Outgoing::new(body)).await {
             None => Err(EnqueueError::Unavailable("ingest is shutting down".into())),
