@@ -142,6 +142,51 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A listener on a fixed loopback port that can be closed (connections refused) and opened again.
+struct Switchable {
+    port: u16,
+    listener: Option<TcpListener>,
+}
+
+impl Switchable {
+    /// The next connection while `up()` holds; `None` once `stop` is cancelled. While `up()` does
+    /// not hold, the port is closed; `on_close` runs each time it closes.
+    async fn accept(
+        &mut self,
+        up: impl Fn() -> bool,
+        mut on_close: impl FnMut(),
+        stop: &CancellationToken,
+    ) -> Option<TcpStream> {
+        loop {
+            if stop.is_cancelled() {
+                return None;
+            }
+            if !up() {
+                if self.listener.take().is_some() {
+                    on_close();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            if self.listener.is_none() {
+                match TcpListener::bind(("127.0.0.1", self.port)).await {
+                    Ok(l) => self.listener = Some(l),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(l) = &self.listener else { continue };
+            tokio::select! {
+                a = l.accept() => if let Ok((stream, _)) = a { return Some(stream) },
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                () = stop.cancelled() => return None,
+            }
+        }
+    }
+}
+
 /// A loopback TCP proxy in front of the engine. Down, it refuses new connections (its listener
 /// is closed) and cuts the open ones.
 struct Proxy {
@@ -157,32 +202,8 @@ impl Proxy {
         let proxy = Arc::new(Proxy { port: listener.local_addr()?.port(), down: false.into(), generation: 0.into() });
         let p = proxy.clone();
         tokio::spawn(async move {
-            let mut listener = Some(listener);
-            loop {
-                if stop.is_cancelled() {
-                    return;
-                }
-                if p.down.load(Ordering::SeqCst) {
-                    listener = None;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-                let l = match &listener {
-                    Some(l) => l,
-                    None => match TcpListener::bind(("127.0.0.1", p.port)).await {
-                        Ok(l) => listener.insert(l),
-                        Err(_) => {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            continue;
-                        }
-                    },
-                };
-                let accepted = tokio::select! {
-                    a = l.accept() => a,
-                    () = tokio::time::sleep(Duration::from_millis(50)) => continue,
-                    () = stop.cancelled() => return,
-                };
-                let Ok((mut inbound, _)) = accepted else { continue };
+            let mut listener = Switchable { port: p.port, listener: Some(listener) };
+            while let Some(mut inbound) = listener.accept(|| !p.down.load(Ordering::SeqCst), || {}, &stop).await {
                 let generation = p.generation.load(Ordering::SeqCst);
                 let p2 = p.clone();
                 tokio::spawn(async move {
@@ -272,34 +293,11 @@ impl Receiver {
         });
         let me = r.clone();
         tokio::spawn(async move {
-            let mut listener = Some(listener);
+            let mut listener = Switchable { port: me.port, listener: Some(listener) };
             let mut served = tokio::task::JoinSet::new();
             loop {
-                if stop.is_cancelled() {
-                    return;
-                }
-                if me.state() == DestState::Refuse {
-                    listener = None;
-                    served.abort_all();
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-                let l = match &listener {
-                    Some(l) => l,
-                    None => match TcpListener::bind(("127.0.0.1", me.port)).await {
-                        Ok(l) => listener.insert(l),
-                        Err(_) => {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            continue;
-                        }
-                    },
-                };
-                let accepted = tokio::select! {
-                    a = l.accept() => a,
-                    () = tokio::time::sleep(Duration::from_millis(50)) => continue,
-                    () = stop.cancelled() => return,
-                };
-                let Ok((stream, _)) = accepted else { continue };
+                let up = || me.state() != DestState::Refuse;
+                let Some(stream) = listener.accept(up, || served.abort_all(), &stop).await else { return };
                 let me2 = me.clone();
                 served.spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
