@@ -152,15 +152,46 @@ impl PayloadCodec {
             return Encoded { codec: Codec::Identity, bytes: raw.to_vec() };
         }
         let codec = self.codec;
-        let compressed = match (codec, codec.dictionary()) {
-            (Codec::Identity, _) => return Encoded { codec, bytes: raw.to_vec() },
-            (_, Some(dict)) => brotli_compress_with_dictionary(raw, self.quality, self.lgwin, dict),
-            (_, None) => brotli_compress(raw, self.quality, self.lgwin),
+        let compress = || match (codec, codec.dictionary()) {
+            (Codec::Identity, _) => None,
+            (_, Some(dict)) => Some(brotli_compress_with_dictionary(raw, self.quality, self.lgwin, dict)),
+            (_, None) => Some(brotli_compress(raw, self.quality, self.lgwin)),
         };
-        if compressed.len() < raw.len() {
-            Encoded { codec, bytes: compressed }
-        } else {
-            Encoded { codec: Codec::Identity, bytes: raw.to_vec() }
+        // The encoder is the one piece of someone else's code that sees every visitor's bytes,
+        // and brotli 8 panicked on some of them (an index out of bounds at qualities 7-9 with a
+        // dictionary; fuzz/RESULTS.md). A submission must never be lost to our storage format:
+        // if the encoder panics, or its output does not decode back to the same bytes, the
+        // payload is stored as it is. Both outcomes are deterministic for a given input, so a
+        // redelivered message still writes the same item.
+        let compressed = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(compress)) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Encoded { codec, bytes: raw.to_vec() },
+            Err(_) => {
+                tracing::error!(
+                    codec = codec.marker(),
+                    quality = self.quality,
+                    len = raw.len(),
+                    "the compressor panicked: payload stored uncompressed"
+                );
+                return Encoded { codec: Codec::Identity, bytes: raw.to_vec() };
+            }
+        };
+        if compressed.len() >= raw.len() {
+            return Encoded { codec: Codec::Identity, bytes: raw.to_vec() };
+        }
+        match decode(codec, &compressed) {
+            Ok(back) if back == raw => Encoded { codec, bytes: compressed },
+            outcome => {
+                let error = outcome.err().map(|e| e.to_string());
+                tracing::error!(
+                    codec = codec.marker(),
+                    quality = self.quality,
+                    len = raw.len(),
+                    ?error,
+                    "the compressor's output does not decode back: payload stored uncompressed"
+                );
+                Encoded { codec: Codec::Identity, bytes: raw.to_vec() }
+            }
         }
     }
 }
@@ -249,6 +280,22 @@ mod tests {
         assert_eq!(e.codec, Codec::BrotliDictV2);
         assert!(e.bytes.len() < raw.len() / 4);
         assert_eq!(decode(e.codec, &e.bytes).unwrap(), raw.as_bytes());
+    }
+
+    /// Found by the `codec_decode` fuzz target: brotli 8 panicked compressing this payload
+    /// (index out of bounds in release builds, a shift overflow in debug ones) with dictionary
+    /// v1 at qualities 7-9. Every codec at every quality must now store it and read it back.
+    #[test]
+    fn a_payload_that_broke_the_compressor_is_stored_and_read_back() {
+        let raw = &include_bytes!("../../tests/data/codec-crash-brotli8.bin")[4..];
+        for codec in [Codec::Brotli, Codec::BrotliDictV1, Codec::BrotliDictV2] {
+            for quality in 0..=11 {
+                let pc = PayloadCodec { threshold: 40, quality, lgwin: DEFAULT_LGWIN, codec };
+                let e = pc.encode(raw);
+                assert_eq!(decode(e.codec, &e.bytes).unwrap(), raw, "{codec:?} q{quality}");
+                assert_eq!(e.codec, codec, "{codec:?} q{quality} fell back to storing as is");
+            }
+        }
     }
 
     #[test]
