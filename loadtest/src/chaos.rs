@@ -473,6 +473,29 @@ struct Sent {
     answers: BTreeMap<String, u64>,
 }
 
+/// How often the run's timeline is sampled.
+const TIMELINE_EVERY: Duration = Duration::from_secs(5);
+
+async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> Option<String> {
+    let r = tokio::time::timeout(Duration::from_secs(3), sqs.get_queue_url().queue_name(name).send()).await;
+    r.ok()?.ok()?.queue_url
+}
+
+/// A queue's messages waiting and in flight; `None` when the engine does not answer in time
+/// (it may be stopped: that is one of the faults).
+async fn queue_counts(sqs: &aws_sdk_sqs::Client, url: &str) -> (Option<u64>, Option<u64>) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let ask = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send();
+    let Ok(Ok(out)) = tokio::time::timeout(Duration::from_secs(3), ask).await else { return (None, None) };
+    let get = |a: A| out.attributes().and_then(|m| m.get(&a)).and_then(|v| v.parse().ok());
+    (get(A::ApproximateNumberOfMessages), get(A::ApproximateNumberOfMessagesNotVisible))
+}
+
 /// How long a sender waits for ingest's answer.
 const SENDER_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -556,6 +579,26 @@ pub struct FaultRecord {
     pub lasted_s: f64,
 }
 
+/// Where the work was at one moment of the run: what was sent, queued and delivered. A run's
+/// timeline shows where a backlog sits and how fast it drains once the faults stop.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub at_s: f64,
+    /// Logical submissions whose sender is still waiting or retrying.
+    pub senders_waiting: usize,
+    /// Logical submissions answered 2xx so far.
+    pub accepted: usize,
+    /// Submissions delivered at least once so far.
+    pub delivered: usize,
+    pub duplicate_deliveries: u64,
+    /// The ingest queue: messages waiting, and received but not yet deleted (in flight).
+    pub ingest_waiting: Option<u64>,
+    pub ingest_in_flight: Option<u64>,
+    /// The delivery queue, likewise (due later with `DelaySeconds` counts as neither).
+    pub delivery_waiting: Option<u64>,
+    pub delivery_in_flight: Option<u64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ChaosReport {
     pub seed: u64,
@@ -594,6 +637,8 @@ pub struct ChaosReport {
     /// Which of stored / delivered / counted came last, and the settings that bound it.
     pub converged_last: String,
     pub bounds: BTreeMap<String, String>,
+    /// Every `TIMELINE_EVERY` from the start until convergence.
+    pub timeline: Vec<Sample>,
     pub ok: bool,
 }
 
@@ -637,6 +682,29 @@ impl ChaosReport {
         for (k, v) in &self.bounds {
             line(&format!("  bound: {k}"), v.clone());
         }
+        if !self.timeline.is_empty() {
+            t.push_str("  timeline      s  waiting accepted delivered  dup  ingest q/flight  delivery q/flight\n");
+            let q = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+            // At most about 40 lines: every n-th sample, and always the last.
+            let every = self.timeline.len().div_ceil(40).max(1);
+            for (i, x) in self.timeline.iter().enumerate() {
+                if i % every == 0 || i + 1 == self.timeline.len() {
+                    t.push_str(&format!(
+                        "  {:>14.0} {:>8} {:>8} {:>9} {:>4} {:>8}/{:<7} {:>8}/{:<7}\n",
+                        x.at_s,
+                        x.senders_waiting,
+                        x.accepted,
+                        x.delivered,
+                        x.duplicate_deliveries,
+                        q(x.ingest_waiting),
+                        q(x.ingest_in_flight),
+                        q(x.delivery_waiting),
+                        q(x.delivery_in_flight)
+                    ));
+                }
+            }
+        }
+        let mut line = |k: &str, v: String| t.push_str(&format!("  {k:<38} {v}\n"));
         line("verdict", if self.ok { "OK: nothing lost, metrics exact".into() } else { "FAILED".into() });
         t
     }
@@ -997,6 +1065,50 @@ pub async fn chaos(args: &ChaosArgs) -> Result<ChaosReport, ChaosError> {
 
     // Senders: at --rate, each logical submission retried until answered for good.
     let sent: Arc<Mutex<Sent>> = Arc::default();
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let timeline_stop = stop.child_token();
+    let sampler = {
+        let (sent, received, waiting, stop) = (sent.clone(), received.clone(), waiting.clone(), timeline_stop.clone());
+        let sqs = aws.sqs.clone();
+        let urls = [names.ingest_queue.clone(), names.delivery_queue.clone()];
+        tokio::spawn(async move {
+            let mut urls_found: [Option<String>; 2] = [None, None];
+            let mut timeline = Vec::new();
+            loop {
+                for (found, name) in urls_found.iter_mut().zip(&urls) {
+                    if found.is_none() {
+                        *found = queue_url(&sqs, name).await;
+                    }
+                }
+                let mut counts = [(None, None), (None, None)];
+                for (c, url) in counts.iter_mut().zip(&urls_found) {
+                    if let Some(url) = url {
+                        *c = queue_counts(&sqs, url).await;
+                    }
+                }
+                let accepted = sent.lock().unwrap_or_else(|e| e.into_inner()).accepted.len();
+                let (delivered, duplicate_deliveries) = {
+                    let r = received.lock().unwrap_or_else(|e| e.into_inner());
+                    (r.by_submission.len(), r.webhook_ids.values().map(|n| n.saturating_sub(1)).sum())
+                };
+                timeline.push(Sample {
+                    at_s: t0.elapsed().as_secs_f64(),
+                    senders_waiting: waiting.load(std::sync::atomic::Ordering::Relaxed),
+                    accepted,
+                    delivered,
+                    duplicate_deliveries,
+                    ingest_waiting: counts[0].0,
+                    ingest_in_flight: counts[0].1,
+                    delivery_waiting: counts[1].0,
+                    delivery_in_flight: counts[1].1,
+                });
+                tokio::select! {
+                    () = tokio::time::sleep(TIMELINE_EVERY) => {}
+                    () = stop.cancelled() => return timeline,
+                }
+            }
+        })
+    };
     let client = reqwest::Client::builder().pool_max_idle_per_host(8).build().unwrap_or_default();
     let mut tasks = tokio::task::JoinSet::new();
     // Senders retrying through an outage keep their slot: room for a minute of them at 20/s.
@@ -1016,10 +1128,12 @@ pub async fn chaos(args: &ChaosArgs) -> Result<ChaosReport, ChaosError> {
         }))
         .expect("serialises");
         let permit = slots.clone().acquire_owned().await.expect("never closed");
-        let (client, sent, ports) = (client.clone(), sent.clone(), ports.clone());
+        let (client, sent, ports, waiting) = (client.clone(), sent.clone(), ports.clone(), waiting.clone());
+        waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tasks.spawn(async move {
             let post = Post { secret, body, webhook_id: format!("msg_chaos_{i}") };
             send_one(&client, &ports, i, post, &sent, deadline).await;
+            waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             drop(permit);
         });
         while tasks.try_join_next().is_some() {}
@@ -1090,6 +1204,9 @@ pub async fn chaos(args: &ChaosArgs) -> Result<ChaosReport, ChaosError> {
         .max_by_key(|(_, t)| **t)
         .map(|(n, t)| (n.to_string(), *t))
         .unwrap_or(("none".into(), Instant::now()));
+
+    timeline_stop.cancel();
+    let timeline = sampler.await.unwrap_or_default();
 
     // Stop everything.
     stop.cancel();
@@ -1173,6 +1290,7 @@ pub async fn chaos(args: &ChaosArgs) -> Result<ChaosReport, ChaosError> {
         convergence_s: converged.then(|| last_at.saturating_duration_since(quiet_from).as_secs_f64()),
         converged_last: last_name,
         bounds,
+        timeline,
         ok: lost == 0 && undelivered == 0 && metrics_exact && converged && r.unverified == 0,
     };
     std::fs::write(&args.report, serde_json::to_vec_pretty(&report).expect("serialises"))?;

@@ -417,6 +417,29 @@ impl Acker {
         self.deletes.submit(receipt).await.unwrap_or(Err(QueueError::Closed))
     }
 
+    /// Deletes, trying again through a passing outage ([`crate::retry::ack_backoff`]), and
+    /// answers once the message is gone or cannot be deleted. A consumer holds the message's
+    /// lease until then: released earlier, a slow or failed delete let the message come back
+    /// while its work was already done, and the work ran twice.
+    pub async fn ack_durably(&self, receipt: String) -> Result<(), QueueError> {
+        let mut delays = crate::retry::ack_backoff();
+        loop {
+            match self.ack_now(receipt.clone()).await {
+                Ok(()) => return Ok(()),
+                // The receipt is no longer valid (the lease ended and someone else received the
+                // message) or the batcher is closed: trying again cannot help.
+                Err(e @ (QueueError::Refused { .. } | QueueError::Closed)) => return Err(e),
+                Err(e) => match delays.next() {
+                    Some(d) => {
+                        tracing::debug!(error = %e, "delete failed; trying again");
+                        tokio::time::sleep(d).await;
+                    }
+                    None => return Err(e),
+                },
+            }
+        }
+    }
+
     /// Flushes what is waiting and stops. Clones still held elsewhere keep their batchers alive.
     pub async fn close(self) {
         self.deletes.close().await;
@@ -426,8 +449,16 @@ impl Acker {
 
 type Job<I, O> = (I, Option<oneshot::Sender<O>>);
 
+/// How many flushes of one batcher may be in flight at once. One slow call (a struggling queue
+/// answers in seconds) must not hold back every batch behind it: with flushes one at a time,
+/// ingest's sends drained at ten messages per call's latency, its waiting senders timed out and
+/// retried, and the retries made the backlog longer (the chaos run's retry storm).
+pub const FLUSHES_IN_FLIGHT: usize = 8;
+
 /// A batcher: items submitted from anywhere are gathered until `max` are waiting or the first
-/// has waited `linger`, then flushed together; each submitter gets its own item's answer.
+/// has waited `linger`, then flushed together, up to [`FLUSHES_IN_FLIGHT`] batches at a time;
+/// each submitter gets its own item's answer. While every flush slot is busy, items keep
+/// gathering, so batches fill up under load.
 #[derive(Debug)]
 pub struct Lingering<I, O> {
     tx: mpsc::UnboundedSender<Job<I, O>>,
@@ -454,7 +485,16 @@ impl<I: Send + 'static, O: Send + 'static> Lingering<I, O> {
     pub fn start<F, Fut>(max: usize, linger: Duration, flush: F) -> Self
     where
         F: Fn(Vec<I>) -> Fut + Send + 'static,
-        Fut: Future<Output = Vec<O>> + Send,
+        Fut: Future<Output = Vec<O>> + Send + 'static,
+    {
+        Self::start_with(max, linger, FLUSHES_IN_FLIGHT, flush)
+    }
+
+    /// [`Lingering::start`] with at most `in_flight` flushes at a time.
+    pub fn start_with<F, Fut>(max: usize, linger: Duration, in_flight: usize, flush: F) -> Self
+    where
+        F: Fn(Vec<I>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<O>> + Send + 'static,
     {
         let (tx, rx) = mpsc::unbounded_channel();
         let done = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -462,7 +502,7 @@ impl<I: Send + 'static, O: Send + 'static> Lingering<I, O> {
         let waiting = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (d, f, w) = (done.clone(), finished.clone(), waiting.clone());
         tokio::spawn(async move {
-            gather(rx, max.max(1), linger, flush, &w).await;
+            gather(rx, max.max(1), linger, in_flight.max(1), flush, w).await;
             f.store(true, std::sync::atomic::Ordering::SeqCst);
             d.notify_waiters();
         });
@@ -510,16 +550,22 @@ async fn gather<I, O, F, Fut>(
     mut rx: mpsc::UnboundedReceiver<Job<I, O>>,
     max: usize,
     linger: Duration,
+    in_flight: usize,
     flush: F,
-    waiting: &std::sync::atomic::AtomicUsize,
+    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) where
+    I: Send + 'static,
+    O: Send + 'static,
     F: Fn(Vec<I>) -> Fut,
-    Fut: Future<Output = Vec<O>>,
+    Fut: Future<Output = Vec<O>> + Send + 'static,
 {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let mut flushing = tokio::task::JoinSet::new();
     let mut batch: Vec<Job<I, O>> = Vec::with_capacity(max);
     loop {
+        while flushing.try_join_next().is_some() {}
         if rx.recv_many(&mut batch, max).await == 0 {
-            return;
+            break;
         }
         let fill_by = tokio::time::Instant::now() + linger;
         while batch.len() < max {
@@ -528,6 +574,22 @@ async fn gather<I, O, F, Fut>(
                 Ok(None) | Err(_) => break,
             }
         }
+        // Every slot busy: wait for one, gathering meanwhile (the batch may fill up).
+        let slot = loop {
+            if let Ok(slot) = slots.clone().try_acquire_owned() {
+                break slot;
+            }
+            if batch.len() >= max {
+                break slots.clone().acquire_owned().await.expect("never closed");
+            }
+            tokio::select! {
+                slot = slots.clone().acquire_owned() => break slot.expect("never closed"),
+                job = rx.recv() => match job {
+                    Some(job) => batch.push(job),
+                    None => break slots.clone().acquire_owned().await.expect("never closed"),
+                },
+            }
+        };
         // Items whose submitter stopped waiting are withdrawn: when the flush is slow (a
         // struggling queue), senders time out and retry, and sending their abandoned copies too
         // would only add to what is already late.
@@ -539,19 +601,25 @@ async fn gather<I, O, F, Fut>(
         }
         let n = batch.len();
         let (items, answers): (Vec<I>, Vec<_>) = batch.drain(..).unzip();
-        for (answer, result) in answers.into_iter().zip(flush(items).await) {
-            if let Some(a) = answer {
-                let _ = a.send(result);
+        let (sent, waiting) = (flush(items), waiting.clone());
+        flushing.spawn(async move {
+            let results = sent.await;
+            drop(slot);
+            for (answer, result) in answers.into_iter().zip(results) {
+                if let Some(a) = answer {
+                    let _ = a.send(result);
+                }
             }
-        }
-        waiting.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+            waiting.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+        });
     }
+    while flushing.join_next().await.is_some() {}
 }
 
 /// Keeps the short leases of received messages alive while they are being worked on.
 ///
 /// A consumer receives with a short visibility timeout ([`Queue::with_lease`]), holds each
-/// message here from receipt to acknowledgement, and releases it after. Every quarter lease the
+/// message here from receipt to acknowledgement, and releases it after. Every sixth of a lease the
 /// keeper extends (ChangeMessageVisibilityBatch, 10 a call) the held messages whose lease is more
 /// than a third gone, by another lease. A consumer that dies stops extending, so its messages
 /// come back within one lease instead of the queue's long visibility timeout; work that finishes
@@ -571,7 +639,9 @@ impl LeaseKeeper {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    () = tokio::time::sleep(lease / 4) => {}
+                    // Often enough that an extension failing (the engine hung for a few
+                    // seconds) is tried again several times before the lease runs out.
+                    () = tokio::time::sleep((lease / 6).max(Duration::from_millis(500))) => {}
                     () = stop.cancelled() => return,
                 }
                 let due: Vec<String> = {
@@ -656,7 +726,7 @@ mod tests {
         let seen = flushed.clone();
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let g = gate.clone();
-        let b = Lingering::start(10, Duration::from_millis(20), move |items: Vec<u32>| {
+        let b = Lingering::start_with(10, Duration::from_millis(20), 1, move |items: Vec<u32>| {
             seen.lock().unwrap().push(items.clone());
             let g = g.clone();
             async move {
@@ -697,6 +767,65 @@ mod tests {
         assert_eq!(first.await.unwrap(), Some(0));
         assert_eq!(keep.await.unwrap(), Some(1));
         assert_eq!(*flushed.lock().unwrap(), vec![vec![0], vec![1]], "the abandoned items were never sent");
+        assert_eq!(b.waiting(), 0);
+    }
+
+    /// A flush that hangs holds one slot, not the batcher: later items are flushed and answered
+    /// meanwhile, and once every slot is busy, what arrives gathers into full batches.
+    #[tokio::test]
+    async fn a_hung_flush_does_not_hold_back_the_next_batches() {
+        let flushed = Arc::new(Mutex::new(Vec::new()));
+        let seen = flushed.clone();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let g = gate.clone();
+        let b = Lingering::start_with(3, Duration::from_millis(10), 2, move |items: Vec<u32>| {
+            seen.lock().unwrap().push(items.clone());
+            let g = g.clone();
+            async move {
+                // Batches holding an item under 100 hang until the test lets them go.
+                if items.iter().any(|&i| i < 100) {
+                    g.acquire_many(u32::try_from(items.len()).unwrap()).await.unwrap().forget();
+                }
+                items
+            }
+        });
+        let hung = tokio::spawn({
+            let b = b.clone();
+            async move { b.submit(1).await }
+        });
+        while flushed.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The first flush hangs; the second slot still flushes and answers.
+        assert_eq!(b.submit(100).await, Some(100));
+        assert!(!hung.is_finished());
+        // Both slots busy: items arriving meanwhile wait, and go out as full batches.
+        let second = tokio::spawn({
+            let b = b.clone();
+            async move { b.submit(2).await }
+        });
+        while flushed.lock().unwrap().len() < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let rest: Vec<_> = (200..206)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move { b.submit(i).await })
+            })
+            .collect();
+        while b.waiting() < 8 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(flushed.lock().unwrap().len(), 3, "no slot was free");
+        gate.add_permits(2);
+        assert_eq!(hung.await.unwrap(), Some(1));
+        assert_eq!(second.await.unwrap(), Some(2));
+        for (r, i) in rest.into_iter().zip(200..) {
+            assert_eq!(r.await.unwrap(), Some(i));
+        }
+        let batches = flushed.lock().unwrap().clone();
+        assert_eq!(batches[..3], [vec![1], vec![100], vec![2]]);
+        assert_eq!(batches[3..].iter().map(Vec::len).collect::<Vec<_>>(), [3, 3], "full batches: {batches:?}");
         assert_eq!(b.waiting(), 0);
     }
 

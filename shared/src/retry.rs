@@ -15,6 +15,18 @@ pub fn unprocessed_backoff(retries: u16) -> impl Iterator<Item = Duration> + Sen
         .build()
 }
 
+/// For deleting a message whose work is done, through an engine outage: a delete that fails
+/// makes the message come back and the work run again (a duplicate webhook, for a delivery), so
+/// it is tried for about as long as an outage lasts (0.5 s doubling to 4 s, 6 times: ~16 s).
+pub fn ack_backoff() -> impl Iterator<Item = Duration> + Send {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(4))
+        .with_max_times(6)
+        .with_jitter()
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -134,7 +134,8 @@ async fn handle(engine: &Engine, m: Received, acker: &Acker) {
     }
     if failed {
         acker.nack(m.receipt, ERROR_BACKOFF_S);
-    } else {
-        acker.ack(m.receipt);
+    } else if let Err(e) = acker.ack_durably(m.receipt).await {
+        // The deliveries are recorded: a redelivery finds them and sends nothing again.
+        tracing::warn!(error = %e, "a delivered message could not be deleted; it will come back and be found done");
     }
 }

@@ -69,6 +69,14 @@ pub struct Config {
     #[arg(long, env = "INGEST_MAX_WAITING_SENDS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_waiting_sends: u64,
 
+    /// Milliseconds a request may take from its body to its answer (the site lookup and the
+    /// send to SQS together); past it, a 503 `deadline_exceeded` with `Retry-After`. Keep it under
+    /// the senders' own timeout (the WordPress plugin waits 15 s): a sender that times out cannot
+    /// tell a submission queued from one lost and must retry blind, while a 503 says "not taken,
+    /// try again".
+    #[arg(long, env = "INGEST_REQUEST_DEADLINE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub request_deadline_ms: u64,
+
     /// Ingest instances behind the load balancer: each enforces 1/N of the tenant rate and
     /// burst, so together they allow the configured rate, not N times it (see the README).
     #[arg(long, env = "INGEST_INSTANCES", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]

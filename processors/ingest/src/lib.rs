@@ -56,6 +56,7 @@ struct Inner {
     tolerance_s: i64,
     /// Sends waiting for the queue beyond which requests get a 503 at once.
     max_waiting_sends: usize,
+    deadline: std::time::Duration,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
@@ -113,6 +114,7 @@ pub async fn endpoint(
             failures: failures.clone(),
             tolerance_s: i64::try_from(config.timestamp_tolerance_seconds).unwrap_or(300),
             max_waiting_sends: usize::try_from(config.max_waiting_sends).unwrap_or(usize::MAX),
+            deadline: std::time::Duration::from_millis(config.request_deadline_ms),
             metrics,
         }),
     };
@@ -269,7 +271,18 @@ async fn submit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let result = accept(&state, &headers, body).await;
+    // Past the deadline the request is dropped where it stands: a send still gathering for its
+    // batch is withdrawn (`Lingering::submit`); one already in a SendMessageBatch may still land,
+    // and the sender's retry then makes the same submission id, stored once.
+    let result = match tokio::time::timeout(state.inner.deadline, accept(&state, &headers, body)).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "deadline_exceeded",
+            "the submission could not be queued in time; try again shortly",
+        )
+        .retry_after(2)),
+    };
     let code = match &result {
         Ok(_) => "accepted",
         Err(e) => e.code,

@@ -331,7 +331,7 @@ async fn dead_letter(
 }
 
 async fn delete(ctx: &Ctx, handles: Vec<String>) {
-    for r in futures::future::join_all(handles.into_iter().map(|h| ctx.acker.ack_now(h))).await {
+    for r in futures::future::join_all(handles.into_iter().map(|h| ctx.acker.ack_durably(h))).await {
         match r {
             Ok(()) => {
                 ctx.core.counters.deleted.fetch_add(1, Ordering::Relaxed);

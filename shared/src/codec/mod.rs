@@ -284,10 +284,11 @@ mod tests {
 
     /// Found by the `codec_decode` fuzz target: brotli 8 panicked compressing this payload
     /// (index out of bounds in release builds, a shift overflow in debug ones) with dictionary
-    /// v1 at qualities 7-9. Every codec at every quality must now store it and read it back.
+    /// v1 at qualities 7-9 (the input is the fuzz seed: a mode byte, codec, quality and threshold,
+    /// then the payload). Every codec at every quality must now store it and read it back.
     #[test]
     fn a_payload_that_broke_the_compressor_is_stored_and_read_back() {
-        let raw = &include_bytes!("../../tests/data/codec-crash-brotli8.bin")[4..];
+        let raw = &include_bytes!("../../../fuzz/seeds/codec_decode/brotli8-panic-dictionary-v1-quality-8")[4..];
         for codec in [Codec::Brotli, Codec::BrotliDictV1, Codec::BrotliDictV2] {
             for quality in 0..=11 {
                 let pc = PayloadCodec { threshold: 40, quality, lgwin: DEFAULT_LGWIN, codec };

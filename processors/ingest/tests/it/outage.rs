@@ -94,3 +94,47 @@ async fn a_queue_outage_answers_503_and_recovers_without_a_restart() {
     app.token.cancel();
     drop(engine);
 }
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill -{sig} failed");
+}
+
+/// A hung engine (stopped, its connections open and silent): the request's deadline answers
+/// 503 `deadline_exceeded` with Retry-After, sooner than the queue client's own bounds would,
+/// and well within a sender's timeout. The send it abandoned may still land once the engine
+/// resumes: the sender's retry makes the same submission id, stored once.
+#[tokio::test]
+async fn a_hung_queue_is_answered_at_the_request_deadline() {
+    let port = free_port();
+    let engine = Engine::start(port);
+    engine.ready().await;
+    let aws = engine.clients().await;
+    let names = formbridge_shared::testing::unique_names();
+    let report = bootstrap(&aws, &names).await.unwrap();
+    let stack = Stack::from_parts(aws.clone(), names.clone(), report.ingest_queue_url.clone());
+    let secret = stack.tenant_with_site("hung", "hung.example").await;
+    let mut config = stack.config();
+    config.site_cache_seconds = 60;
+    config.request_deadline_ms = 1_000;
+    let app = stack.start(config).await;
+    assert_eq!(app.post_signed(&secret, "before", &envelope("hung.example")).await.status, 202);
+
+    signal(&engine.child, "STOP");
+    let hung = app.post_signed(&secret, "during", &envelope("hung.example")).await;
+    signal(&engine.child, "CONT");
+    assert_eq!((hung.status, hung.code()), (503, "deadline_exceeded"), "{:?}", hung.body);
+    assert_eq!(hung.retry_after.as_deref(), Some("2"));
+
+    let mut status = 0;
+    for _ in 0..20 {
+        status = app.post_signed(&secret, "during", &envelope("hung.example")).await.status;
+        if status == 202 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(status, 202, "the endpoint did not recover");
+    app.token.cancel();
+    drop(engine);
+}
