@@ -145,6 +145,21 @@ impl Queue {
         }
     }
 
+    /// [`Queue::open`] for a long-running process: an unreachable or failing engine is waited
+    /// for ([`crate::retry::at_startup`]); a queue that does not exist fails at once.
+    pub async fn open_patiently(
+        sqs: aws_sdk_sqs::Client,
+        name: &str,
+        component: &'static str,
+    ) -> Result<Queue, QueueError> {
+        crate::retry::at_startup(
+            &format!("SQS queue {name}"),
+            |e: &QueueError| matches!(e, QueueError::Unavailable(_)),
+            || Queue::open(sqs.clone(), name, component),
+        )
+        .await
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -479,7 +479,8 @@ pub async fn run(
 ) -> Result<(), AggregatorError> {
     let aws = aws.for_component("aggregator");
     let costs = formbridge_shared::costs::start(&aws.dynamodb, &config.resources, &shutdown);
-    let streams = DynamoStreams::for_table(&aws.dynamodb, aws.streams.clone(), &config.resources.table).await?;
+    let streams =
+        DynamoStreams::for_table_patiently(&aws.dynamodb, aws.streams.clone(), &config.resources.table).await?;
     let leases = LeaseTable {
         client: aws.dynamodb.clone(),
         table: config.resources.control_table.clone(),

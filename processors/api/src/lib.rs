@@ -166,7 +166,7 @@ pub async fn router(
     let aws = &aws.for_component("api");
     let keyring = config.keyring.load()?;
     let store = DataStore::new(aws.dynamodb.clone(), config.resources.table.clone());
-    let queue = Queue::open(aws.sqs.clone(), &config.resources.delivery_queue, "api").await?;
+    let queue = Queue::open_patiently(aws.sqs.clone(), &config.resources.delivery_queue, "api").await?;
     let quota = Quota::per_second(NonZeroU32::new(config.key_rate).unwrap_or(NonZeroU32::MIN))
         .allow_burst(NonZeroU32::new(config.key_burst).unwrap_or(NonZeroU32::MIN));
     let ttl = config.auth_cache().max(Duration::from_millis(1));

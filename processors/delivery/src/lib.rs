@@ -50,7 +50,7 @@ pub enum DeliveryError {
 /// Builds the engine from the configuration.
 pub async fn engine(config: &Config, aws: &AwsClients) -> Result<Arc<Engine>, DeliveryError> {
     let keyring = config.keyring.load()?;
-    let mut queue = Queue::open(aws.sqs.clone(), &config.resources.delivery_queue, COMPONENT).await?;
+    let mut queue = Queue::open_patiently(aws.sqs.clone(), &config.resources.delivery_queue, COMPONENT).await?;
     if config.lease_seconds > 0 {
         queue = queue.with_lease(std::time::Duration::from_secs(config.lease_seconds));
     }
@@ -66,8 +66,9 @@ pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -
     let aws = aws.for_component("delivery");
     let costs = formbridge_shared::costs::start(&aws.dynamodb, &config.resources, &shutdown);
     let engine = engine(&config, &aws).await?;
-    let dlq = Queue::open(aws.sqs.clone(), &config.resources.delivery_dlq, COMPONENT).await?;
-    let streams = DynamoStreams::for_table(&aws.dynamodb, aws.streams.clone(), &config.resources.table).await?;
+    let dlq = Queue::open_patiently(aws.sqs.clone(), &config.resources.delivery_dlq, COMPONENT).await?;
+    let streams =
+        DynamoStreams::for_table_patiently(&aws.dynamodb, aws.streams.clone(), &config.resources.table).await?;
     let leases = LeaseTable {
         client: aws.dynamodb.clone(),
         table: config.resources.control_table.clone(),

@@ -96,7 +96,7 @@ pub async fn endpoint(
     let aws = &aws.for_component("ingest");
     let keyring = config.keyring.load()?;
     let store = DataStore::new(bounded_dynamodb(&aws.dynamodb), config.resources.table.clone());
-    let queue = Queue::open(bounded_sqs(&aws.sqs), &config.resources.ingest_queue, "ingest").await?;
+    let queue = Queue::open_patiently(bounded_sqs(&aws.sqs), &config.resources.ingest_queue, "ingest").await?;
     let quota = config.instance_quota();
     let failures = FailureLog::default();
     let enqueuer = Enqueuer::start(queue, config.linger());

@@ -101,7 +101,7 @@ struct Core {
 impl Core {
     async fn open(config: &Config, aws: &AwsClients, counters: Arc<Counters>) -> Result<Core, PersistError> {
         Ok(Core {
-            dlq: Queue::open(aws.sqs.clone(), &config.resources.ingest_dlq, COMPONENT).await?,
+            dlq: Queue::open_patiently(aws.sqs.clone(), &config.resources.ingest_dlq, COMPONENT).await?,
             table: DynamoBatchWrite { client: aws.dynamodb.clone(), table: config.resources.table.clone() },
             codec: PayloadCodec {
                 threshold: config.compress_threshold,
@@ -122,7 +122,7 @@ pub async fn run(config: Config, aws: AwsClients, shutdown: CancellationToken) -
     let aws = aws.for_component("persister");
     let costs = formbridge_shared::costs::start(&aws.dynamodb, &config.resources, &shutdown);
     let counters = Arc::new(Counters::default());
-    let mut queue = Queue::open(aws.sqs.clone(), &config.resources.ingest_queue, COMPONENT).await?;
+    let mut queue = Queue::open_patiently(aws.sqs.clone(), &config.resources.ingest_queue, COMPONENT).await?;
     if config.lease_seconds > 0 {
         queue = queue.with_lease(Duration::from_secs(config.lease_seconds));
     }

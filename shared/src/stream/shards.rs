@@ -68,17 +68,35 @@ impl DynamoStreams {
         streams: aws_sdk_dynamodbstreams::Client,
         table: &str,
     ) -> Result<Self, ShardError> {
-        let out = dynamodb
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|e| ShardError::Other(aws_sdk_dynamodb::Error::from(e).to_string()))?;
+        let out =
+            dynamodb.describe_table().table_name(table).send().await.map_err(
+                |e| match aws_sdk_dynamodb::Error::from(e) {
+                    aws_sdk_dynamodb::Error::ResourceNotFoundException(_) => {
+                        ShardError::Other(format!("table {table} does not exist"))
+                    }
+                    other => ShardError::Other(other.to_string()),
+                },
+            )?;
         let arn = out
             .table()
             .and_then(|t| t.latest_stream_arn())
             .ok_or_else(|| ShardError::Other(format!("table {table} has no stream")))?;
         Ok(Self { client: streams, stream_arn: arn.to_owned() })
+    }
+
+    /// [`DynamoStreams::for_table`] for a long-running process: waits for an unreachable or
+    /// failing engine ([`crate::retry::at_startup`]).
+    pub async fn for_table_patiently(
+        dynamodb: &aws_sdk_dynamodb::Client,
+        streams: aws_sdk_dynamodbstreams::Client,
+        table: &str,
+    ) -> Result<Self, ShardError> {
+        crate::retry::at_startup(
+            &format!("the stream of table {table}"),
+            |e: &ShardError| !matches!(e, ShardError::Other(m) if m.starts_with(&format!("table {table} "))),
+            || Self::for_table(dynamodb, streams.clone(), table),
+        )
+        .await
     }
 }
 

@@ -4,3 +4,4 @@ mod helpers;
 mod lambda_binary;
 mod lease;
 mod pipeline;
+mod startup;
