@@ -274,7 +274,7 @@ class Deployment:
         sqs = client("sqs")
         lam = self.mode == "lambda"
         self.queue_arns = {}
-        for queue, dlq, receives, visibility in [("IngestQueueName", "IngestDlqName", 5, 180 if lam else 60),
+        for queue, dlq, receives, visibility in [("IngestQueueName", "IngestDlqName", 20, 180 if lam else 60),
                                                  ("DeliveryQueueName", "DeliveryDlqName", 8, 360 if lam else 90)]:
             url = sqs.get_queue_url(QueueName=self.names[queue])["QueueUrl"]
             attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]

@@ -19,8 +19,14 @@ use crate::keys;
 
 /// Largest SQS message; set explicitly because some tools still default to 256 KiB.
 pub const MAX_MESSAGE_BYTES: u32 = 1024 * 1024;
-/// A message that fails this many receives goes to the DLQ.
-pub const MAX_RECEIVE_COUNT: u32 = 5;
+/// A message received this many times without being deleted goes to the DLQ. Messages the
+/// persister cannot store (unreadable, too large) are dead-lettered by the persister itself at
+/// once, with their reason; this count is only the backstop for a message that keeps a persister
+/// from finishing (a crash, an engine that keeps failing). Its time matters, not its count: with
+/// 15 s leases (`PERSISTER_LEASE_SECONDS`), 20 receives are at least 5 minutes, as 5 receives of
+/// the queue's 60 s were. At 5, a saturated engine in the 5,000-submission chaos run moved 41
+/// messages to the DLQ within minutes, 3 of them never stored otherwise.
+pub const MAX_RECEIVE_COUNT: u32 = 20;
 /// Long enough for a receive-write-delete round under load.
 pub const VISIBILITY_TIMEOUT_SECS: u32 = 60;
 /// 14 days, SQS's maximum: a stopped persister loses nothing for two weeks.

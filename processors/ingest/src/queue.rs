@@ -25,6 +25,9 @@ pub struct EnqueueStats {
     pub messages: AtomicU64,
 }
 
+/// SendMessageBatch calls in flight at once per instance.
+pub const SENDS_IN_FLIGHT: usize = 2;
+
 /// Handle used by request handlers.
 #[derive(Debug, Clone)]
 pub struct Enqueuer {
@@ -38,7 +41,11 @@ impl Enqueuer {
     pub fn start(queue: Queue, linger: Duration) -> Self {
         let stats = Arc::new(EnqueueStats::default());
         let counted = stats.clone();
-        let sender = Lingering::start(MAX_BATCH, linger, move |messages: Vec<Outgoing>| {
+        // Two sends in flight, not the batcher's default eight: a send that lands after its
+        // request's deadline answered 503 becomes a duplicate when the sender retries, and on a
+        // saturated engine more sends in flight only make each one slower (the chaos run's
+        // retry storm). One slow call still does not hold back the rest.
+        let sender = Lingering::start_with(MAX_BATCH, linger, SENDS_IN_FLIGHT, move |messages: Vec<Outgoing>| {
             let (queue, stats) = (queue.clone(), counted.clone());
             async move {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
