@@ -68,7 +68,7 @@ mod tests {
                 calls += 1;
                 let n = calls;
                 async move {
-                    if n < 4 {
+                    if n < 3 {
                         Err("down".to_owned())
                     } else {
                         Ok(n)
