@@ -470,10 +470,19 @@ type Job<I, O> = (I, Option<oneshot::Sender<O>>);
 /// retried, and the retries made the backlog longer (the chaos run's retry storm).
 pub const FLUSHES_IN_FLIGHT: usize = 8;
 
+/// How long the flushes in flight may run before a partial batch takes another slot. A call
+/// that has taken this long is struggling; until then a partial batch waits for one of them to
+/// answer, so a healthy queue sees as few, full batches as with one flush at a time.
+pub const FLUSH_STALLED_AFTER: Duration = Duration::from_millis(500);
+
 /// A batcher: items submitted from anywhere are gathered until `max` are waiting or the first
-/// has waited `linger`, then flushed together, up to [`FLUSHES_IN_FLIGHT`] batches at a time;
-/// each submitter gets its own item's answer. While every flush slot is busy, items keep
-/// gathering, so batches fill up under load.
+/// has waited `linger`, then flushed together; each submitter gets its own item's answer.
+///
+/// Up to [`FLUSHES_IN_FLIGHT`] batches are flushed at a time, but only a full batch, or one
+/// that has waited [`FLUSH_STALLED_AFTER`] behind the flushes in flight, takes a second slot;
+/// otherwise a partial batch goes out when nothing is in flight or a flush answers. So while
+/// calls answer quickly, items gather behind the one in flight (batches fill up under load, and
+/// requests stay few), and one hung call holds back the others for half a second, not for good.
 #[derive(Debug)]
 pub struct Lingering<I, O> {
     tx: mpsc::UnboundedSender<Job<I, O>>,
@@ -575,6 +584,8 @@ async fn gather<I, O, F, Fut>(
     Fut: Future<Output = Vec<O>> + Send + 'static,
 {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight));
+    // Signalled by each flush that answers (a stored permit, so none is missed).
+    let answered = std::sync::Arc::new(tokio::sync::Notify::new());
     let mut flushing = tokio::task::JoinSet::new();
     let mut batch: Vec<Job<I, O>> = Vec::with_capacity(max);
     loop {
@@ -589,16 +600,23 @@ async fn gather<I, O, F, Fut>(
                 Ok(None) | Err(_) => break,
             }
         }
-        // Every slot busy: wait for one, gathering meanwhile (the batch may fill up).
+        // A partial batch goes out at once only when nothing is in flight; otherwise it keeps
+        // gathering until a flush answers, it fills up, or the flushes in flight have stalled.
+        // A full batch takes any free slot, and waits for one when every slot is busy.
+        let stalled_at = tokio::time::Instant::now() + FLUSH_STALLED_AFTER;
+        let mut may_go = slots.available_permits() == in_flight;
         let slot = loop {
-            if let Ok(slot) = slots.clone().try_acquire_owned() {
-                break slot;
-            }
             if batch.len() >= max {
                 break slots.clone().acquire_owned().await.expect("never closed");
             }
+            if may_go || tokio::time::Instant::now() >= stalled_at {
+                if let Ok(slot) = slots.clone().try_acquire_owned() {
+                    break slot;
+                }
+            }
             tokio::select! {
-                slot = slots.clone().acquire_owned() => break slot.expect("never closed"),
+                () = answered.notified() => may_go = true,
+                () = tokio::time::sleep_until(stalled_at), if !may_go && tokio::time::Instant::now() < stalled_at => {}
                 job = rx.recv() => match job {
                     Some(job) => batch.push(job),
                     None => break slots.clone().acquire_owned().await.expect("never closed"),
@@ -616,10 +634,11 @@ async fn gather<I, O, F, Fut>(
         }
         let n = batch.len();
         let (items, answers): (Vec<I>, Vec<_>) = batch.drain(..).unzip();
-        let (sent, waiting) = (flush(items), waiting.clone());
+        let (sent, waiting, answered) = (flush(items), waiting.clone(), answered.clone());
         flushing.spawn(async move {
             let results = sent.await;
             drop(slot);
+            answered.notify_one();
             for (answer, result) in answers.into_iter().zip(results) {
                 if let Some(a) = answer {
                     let _ = a.send(result);
@@ -785,8 +804,8 @@ mod tests {
         assert_eq!(b.waiting(), 0);
     }
 
-    /// A flush that hangs holds one slot, not the batcher: later items are flushed and answered
-    /// meanwhile, and once every slot is busy, what arrives gathers into full batches.
+    /// A flush that hangs holds one slot, not the batcher: once it has stalled, later items are
+    /// flushed and answered meanwhile, and once every slot is busy, what arrives gathers into full batches.
     #[tokio::test]
     async fn a_hung_flush_does_not_hold_back_the_next_batches() {
         let flushed = Arc::new(Mutex::new(Vec::new()));
@@ -842,6 +861,54 @@ mod tests {
         assert_eq!(batches[..3], [vec![1], vec![100], vec![2]]);
         assert_eq!(batches[3..].iter().map(Vec::len).collect::<Vec<_>>(), [3, 3], "full batches: {batches:?}");
         assert_eq!(b.waiting(), 0);
+    }
+
+    /// While the flush in flight is answering in time, a partial batch waits behind it instead
+    /// of taking another slot: items that trickle in meanwhile go out together when it answers,
+    /// as few requests as with one flush at a time (the delivery worker's deletes, one every few
+    /// milliseconds, were each their own DeleteMessageBatch once slots were free for the taking).
+    #[tokio::test]
+    async fn partial_batches_wait_behind_a_flush_that_is_answering_in_time() {
+        let flushed = Arc::new(Mutex::new(Vec::new()));
+        let seen = flushed.clone();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let g = gate.clone();
+        let b = Lingering::start(10, Duration::from_millis(1), move |items: Vec<u32>| {
+            seen.lock().unwrap().push(items.clone());
+            let g = g.clone();
+            async move {
+                if items.contains(&0) {
+                    g.acquire().await.unwrap().forget();
+                }
+                items
+            }
+        });
+        let first = tokio::spawn({
+            let b = b.clone();
+            async move { b.submit(0).await }
+        });
+        while flushed.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // One at a time, each after the last one's linger has passed.
+        let mut rest = Vec::new();
+        for i in 1..=5 {
+            let b2 = b.clone();
+            rest.push(tokio::spawn(async move { b2.submit(i).await }));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        while b.waiting() < 6 && flushed.lock().unwrap().len() == 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Seven slots are free, and none was taken for a partial batch.
+        let so_far = flushed.lock().unwrap().clone();
+        assert_eq!(so_far.len(), 1, "a partial batch took a slot: {so_far:?}");
+        gate.add_permits(1);
+        assert_eq!(first.await.unwrap(), Some(0));
+        for (r, i) in rest.into_iter().zip(1..) {
+            assert_eq!(r.await.unwrap(), Some(i));
+        }
+        assert_eq!(*flushed.lock().unwrap(), vec![vec![0], vec![1, 2, 3, 4, 5]]);
     }
 
     #[tokio::test]
