@@ -610,6 +610,8 @@ pub struct ChaosReport {
     pub lost: usize,
     /// Stored but never delivered at the end: must be 0.
     pub undelivered: usize,
+    /// Up to 20 of them, each with its deliveries' status, record and attempts.
+    pub undelivered_detail: Vec<serde_json::Value>,
     pub given_up_by_senders: u64,
     /// Deliveries beyond the first of a submission, each with the same webhook-id.
     pub duplicate_deliveries: u64,
@@ -1207,6 +1209,11 @@ pub async fn chaos(args: &ChaosArgs) -> Result<ChaosReport, ChaosError> {
 
     timeline_stop.cancel();
     let timeline = sampler.await.unwrap_or_default();
+    // Where each undelivered submission stands (up to 20), read while the engine still runs.
+    let undelivered_detail = {
+        let delivered = received.lock().unwrap_or_else(|e| e.into_inner()).by_submission.keys().cloned().collect();
+        undelivered_histories(&store, &stored, &delivered, 20).await
+    };
 
     // Stop everything.
     stop.cancel();
@@ -1251,9 +1258,10 @@ pub async fn chaos(args: &ChaosArgs) -> Result<ChaosReport, ChaosError> {
         (
             "stream leases (aggregator, fan-out)".to_owned(),
             format!(
-                "a dead reader's shards are taken after STREAM_FAILOVER_MS={} ms, at the next STREAM_TAKE_MS={} ms",
+                "a dead reader's shards are taken after STREAM_FAILOVER_MS={} ms, at the next STREAM_TAKE_MS={} ms; a stuck one's after STREAM_STALL_MS={} ms",
                 setting("STREAM_FAILOVER_MS", "10000"),
-                setting("STREAM_TAKE_MS", "20000")
+                setting("STREAM_TAKE_MS", "20000"),
+                setting("STREAM_STALL_MS", "300000")
             ),
         ),
         (
@@ -1273,6 +1281,7 @@ pub async fn chaos(args: &ChaosArgs) -> Result<ChaosReport, ChaosError> {
         delivered: r.by_submission.len(),
         lost,
         undelivered,
+        undelivered_detail,
         given_up_by_senders: s.given_up,
         duplicate_deliveries: r.webhook_ids.values().map(|n| n.saturating_sub(1)).sum(),
         submissions_with_two_ids: r.by_submission.values().filter(|ids| ids.len() > 1).count(),
@@ -1298,6 +1307,28 @@ pub async fn chaos(args: &ChaosArgs) -> Result<ChaosReport, ChaosError> {
 }
 
 /// Every stored submission id of `tenants`, with its tenant.
+/// The delivery histories of up to `max` stored submissions the receiver never saw.
+async fn undelivered_histories(
+    store: &DataStore,
+    stored: &HashMap<String, TenantId>,
+    delivered: &HashSet<String>,
+    max: usize,
+) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for (id, tenant) in stored.iter().filter(|(id, _)| !delivered.contains(*id)).take(max) {
+        let history = async {
+            let p = store.get_tenant(tenant).await.ok()??;
+            let sid = formbridge_shared::SubmissionId::parse(id).ok()?;
+            let dests = store.list_destinations(tenant).await.unwrap_or_default();
+            let h = formbridge_shared::delivery::history::read(store, &p, &sid, &dests).await.ok()??;
+            serde_json::to_value(&h.deliveries).ok()
+        }
+        .await;
+        out.push(serde_json::json!({ "tenant": tenant, "submission_id": id, "deliveries": history }));
+    }
+    out
+}
+
 async fn stored_ids(store: &DataStore, tenants: &[TenantId]) -> HashMap<String, TenantId> {
     let mut out = HashMap::new();
     for t in tenants {

@@ -25,9 +25,26 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
-/// Loads the SDK's standard configuration from the environment.
+/// The longest one request attempt may take: above SQS's longest long poll (20 s) and a hung
+/// engine's pause, far above any answer AWS gives. The SDK's default has no limit on waiting
+/// for an answer, so a request the engine never answered on a live connection held its task for
+/// good: in the chaos run a delivery process kept renewing its stream lease while its reader
+/// waited, and fan-out stopped for 130 s, until that process was killed. Now the attempt fails,
+/// and the SDK's retries and ours take over.
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Timeouts for every client: 3 s to connect (the SDK's default), [`ATTEMPT_TIMEOUT`] per
+/// attempt. The ingest request path narrows them further.
+pub fn default_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .build()
+}
+
+/// Loads the SDK's standard configuration from the environment, with [`default_timeouts`].
 pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    aws_config::defaults(BehaviorVersion::latest()).timeout_config(default_timeouts()).load().await
 }
 
 /// Every client a Form-Bridge process may need, built from one `SdkConfig`.
@@ -442,6 +459,32 @@ mod tests {
         });
         let text = handle.render();
         assert!(text.contains(r#"aws_requests_total{service="sqs",operation="MeterProbe"} 2"#), "{text}");
+    }
+
+    /// Every client built from the standard configuration bounds each request attempt, so no
+    /// request can hold its task for good (an unanswered request held a stream reader in the
+    /// chaos run).
+    #[tokio::test]
+    async fn every_client_bounds_each_attempt() {
+        let clients = AwsClients::new(&sdk_config().await);
+        assert_eq!(
+            clients.sqs.config().timeout_config().and_then(|t| t.operation_attempt_timeout()),
+            Some(ATTEMPT_TIMEOUT)
+        );
+        assert_eq!(
+            clients.dynamodb.config().timeout_config().and_then(|t| t.operation_attempt_timeout()),
+            Some(ATTEMPT_TIMEOUT)
+        );
+        assert_eq!(
+            clients.streams.config().timeout_config().and_then(|t| t.operation_attempt_timeout()),
+            Some(ATTEMPT_TIMEOUT)
+        );
+        assert_eq!(
+            clients.eventbridge.config().timeout_config().and_then(|t| t.operation_attempt_timeout()),
+            Some(ATTEMPT_TIMEOUT)
+        );
+        // Long polls (20 s) fit within an attempt.
+        assert!(ATTEMPT_TIMEOUT > std::time::Duration::from_secs(20));
     }
 
     /// Retries are billed, so each attempt must count. The engine can't be made to fail on demand,

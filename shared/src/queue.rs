@@ -70,6 +70,90 @@ impl Outgoing {
     }
 }
 
+/// What [`redrive`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Redriven {
+    /// Messages sent back to the target queue and deleted from the dead-letter queue.
+    pub moved: usize,
+    /// Messages left in the dead-letter queue, by the reason they carry.
+    pub left: std::collections::BTreeMap<String, usize>,
+}
+
+/// How long a message [`redrive`] is looking at stays hidden from other readers: long enough
+/// that one run never sees it twice.
+const REDRIVE_HOLD: Duration = Duration::from_secs(300);
+
+/// Moves dead letters back to the queue they came from, at least once: each message `pick`
+/// chooses (by its reason, `reason_of`) is sent to `to`, with its body unchanged, and deleted
+/// from `from` only once the send is answered, so a crash in between leaves a copy in both,
+/// which idempotent consumers absorb; it never loses one. Messages not picked are made visible
+/// again at the end, untouched. Stops after `max` moves or when `from` has nothing more to hand
+/// out.
+pub async fn redrive(
+    from: &Queue,
+    to: &Queue,
+    reason_of: impl Fn(&Received) -> String,
+    pick: impl Fn(&str) -> bool,
+    max: usize,
+) -> Result<Redriven, QueueError> {
+    let from = from.clone().with_lease(REDRIVE_HOLD);
+    let mut done = Redriven::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut skipped = Vec::new();
+    let outcome = async {
+        while done.moved < max {
+            let got = from.receive(MAX_BATCH.min(max - done.moved), Duration::from_secs(1)).await?;
+            if got.is_empty() {
+                break;
+            }
+            let mut moving = Vec::new();
+            for m in got {
+                let reason = reason_of(&m);
+                if pick(&reason) {
+                    moving.push(m);
+                } else {
+                    if seen.insert(m.id.clone()) {
+                        *done.left.entry(reason).or_default() += 1;
+                    }
+                    skipped.push((m.receipt, 0));
+                }
+            }
+            if moving.is_empty() {
+                continue;
+            }
+            let sent = to.send(&moving.iter().map(|m| Outgoing::new(m.body.clone())).collect::<Vec<_>>()).await;
+            let (mut receipts, mut failed) = (Vec::new(), None);
+            for (m, r) in moving.into_iter().zip(sent) {
+                match r {
+                    Ok(()) => receipts.push(m.receipt),
+                    Err(e) => {
+                        skipped.push((m.receipt, 0));
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+            // A sent message whose delete fails stays in both queues: a duplicate, never a loss.
+            for r in from.delete(&receipts).await {
+                r?;
+            }
+            done.moved += receipts.len();
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        Ok::<_, QueueError>(())
+    }
+    .await;
+    // What was looked at and not moved goes back to the dead-letter queue's readers now, not in
+    // five minutes (best effort: its hold ends by itself otherwise).
+    for r in from.change_visibilities(&skipped).await {
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "a dead letter stays hidden until its hold ends");
+        }
+    }
+    outcome.map(|()| done)
+}
+
 /// The `DelaySeconds` for a message due at `due_ms`: the whole wait when it fits, else the cap
 /// (the consumer chains the rest).
 pub fn delay_seconds(due_ms: u64, now_ms: u64) -> i32 {

@@ -33,6 +33,16 @@ pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 pub const REJECT_REASON_ATTRIBUTE: &str = "formbridge-reject-reason";
 /// SQS message attribute with the human-readable detail of the rejection.
 pub const REJECT_DETAIL_ATTRIBUTE: &str = "formbridge-reject-detail";
+/// The reason of a dead letter that carries none: SQS's redrive policy moved it after it failed
+/// to be written `maxReceiveCount` times (the engine was failing; see the persister's logs). It
+/// is the one worth sending back once the cause is gone.
+pub const REPEATED_FAILURES: &str = "redriven_after_repeated_failures";
+
+/// Why a message of the ingest DLQ is there: the persister's reject reason, or
+/// [`REPEATED_FAILURES`].
+pub fn dead_letter_reason(m: &crate::queue::Received) -> String {
+    m.attribute(REJECT_REASON_ATTRIBUTE).unwrap_or(REPEATED_FAILURES).to_owned()
+}
 
 /// The queue message. Field names are the public contract between ingest (and replays) and the
 /// persister; the JSON Schema in `schemas/` says the same.

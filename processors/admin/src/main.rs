@@ -11,7 +11,7 @@ use formbridge_shared::destination::{replace_auth, DeliveryPolicy, DestinationAu
 use formbridge_shared::secrets::KeyringArgs;
 use formbridge_shared::sharding::ShardHistory;
 use formbridge_shared::store::DataStore;
-use formbridge_shared::submission::{QueueMessage, REJECT_DETAIL_ATTRIBUTE, REJECT_REASON_ATTRIBUTE};
+use formbridge_shared::submission::{QueueMessage, REJECT_DETAIL_ATTRIBUTE};
 use formbridge_shared::tenant::{TenantProfile, DEFAULT_RETENTION_DAYS};
 use formbridge_shared::{bootstrap, domain, sample, DestinationId, FormId, SiteDomain, SubmissionId, TenantId};
 
@@ -843,6 +843,23 @@ enum DlqCommand {
         #[arg(long, default_value_t = 200)]
         body_chars: usize,
     },
+    /// Send dead letters back to the ingest queue, once what failed them is fixed. By default
+    /// only those SQS's redrive policy moved after repeated failures to write (an engine outage);
+    /// messages the persister rejected stay unless named with --reason. Each is deleted from the
+    /// DLQ only after the ingest queue holds it (a crash between leaves a copy in both, which the
+    /// persister's idempotent write absorbs).
+    Redrive {
+        /// Reasons to send back (repeatable; `dlq peek` shows each message's), instead of
+        /// redriven_after_repeated_failures.
+        #[arg(long = "reason")]
+        reasons: Vec<String>,
+        /// Send back every dead letter, whatever its reason.
+        #[arg(long, conflicts_with = "reasons")]
+        all: bool,
+        /// Send back at most this many.
+        #[arg(long, default_value_t = usize::MAX, hide_default_value = true)]
+        max: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -967,7 +984,7 @@ async fn execute(cli: Cli) -> Result<Value> {
                         "message_id": m.id,
                         // Messages moved by the redrive policy carry no reason: they failed to be
                         // written maxReceiveCount times (see the persister's error logs).
-                        "reason": m.attribute(REJECT_REASON_ATTRIBUTE).unwrap_or("redriven_after_repeated_failures"),
+                        "reason": formbridge_shared::submission::dead_letter_reason(m),
                         "detail": m.attribute(REJECT_DETAIL_ATTRIBUTE),
                         "body_bytes": m.body.len(),
                         "body": m.body.chars().take(body_chars).collect::<String>(),
@@ -975,6 +992,27 @@ async fn execute(cli: Cli) -> Result<Value> {
                 })
                 .collect();
             json!({ "queue": cli.resources.ingest_dlq, "messages": messages })
+        }
+        Command::Dlq(DlqCommand::Redrive { reasons, all, max }) => {
+            let dlq =
+                formbridge_shared::queue::Queue::open(aws.sqs.clone(), &cli.resources.ingest_dlq, "admin").await?;
+            let ingest =
+                formbridge_shared::queue::Queue::open(aws.sqs.clone(), &cli.resources.ingest_queue, "admin").await?;
+            let reasons = if reasons.is_empty() {
+                vec![formbridge_shared::submission::REPEATED_FAILURES.to_owned()]
+            } else {
+                reasons
+            };
+            let pick = |r: &str| all || reasons.iter().any(|x| x == r);
+            let done = formbridge_shared::queue::redrive(
+                &dlq,
+                &ingest,
+                formbridge_shared::submission::dead_letter_reason,
+                pick,
+                max,
+            )
+            .await?;
+            json!({ "from": cli.resources.ingest_dlq, "to": cli.resources.ingest_queue, "moved": done.moved, "left_by_reason": done.left })
         }
         Command::Demo(DemoCommand::Post { url, site, secret_file, count, size }) => {
             let secret = std::fs::read_to_string(&secret_file)

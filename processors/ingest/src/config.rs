@@ -82,6 +82,16 @@ pub struct Config {
     #[arg(long, env = "INGEST_INSTANCES", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub instances: u32,
 
+    /// Submission ids this instance queued in the last `INGEST_RECENT_SECONDS` that it
+    /// remembers: a sender's retry of one (its answer was lost) is answered 202 again without a
+    /// second SQS message. 0 remembers none.
+    #[arg(long, env = "INGEST_RECENT_IDS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub recent_ids: u64,
+
+    /// How long a queued submission id is remembered, seconds.
+    #[arg(long, env = "INGEST_RECENT_SECONDS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub recent_seconds: u64,
+
     /// How often aggregated authentication failures are written to the audit log, seconds.
     #[arg(long, env = "INGEST_AUDIT_FLUSH_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub audit_flush_seconds: u64,

@@ -57,6 +57,9 @@ struct Inner {
     /// Sends waiting for the queue beyond which requests get a 503 at once.
     max_waiting_sends: usize,
     deadline: std::time::Duration,
+    /// Ids this instance queued lately (see [`Config::recent_ids`]); concurrent copies of one
+    /// submission share a single send.
+    recent: moka::future::Cache<SubmissionId, ()>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
@@ -115,6 +118,10 @@ pub async fn endpoint(
             tolerance_s: i64::try_from(config.timestamp_tolerance_seconds).unwrap_or(300),
             max_waiting_sends: usize::try_from(config.max_waiting_sends).unwrap_or(usize::MAX),
             deadline: std::time::Duration::from_millis(config.request_deadline_ms),
+            recent: moka::future::Cache::builder()
+                .max_capacity(config.recent_ids)
+                .time_to_live(std::time::Duration::from_secs(config.recent_seconds))
+                .build(),
             metrics,
         }),
     };
@@ -211,6 +218,14 @@ pub async fn serve(
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     let body = state.inner.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// The answer to a copy of a submission this instance has queued already: the same 202 as the
+/// first time, so the sender stops retrying, and no second SQS message.
+fn already_queued(tenant: &TenantId, site: &SiteDomain, id: SubmissionId) -> (StatusCode, Json<serde_json::Value>) {
+    metrics::counter!("ingest_duplicates_total").increment(1);
+    tracing::info!(tenant = %tenant, site = %site, submission_id = %id, "submission queued already");
+    (StatusCode::ACCEPTED, Json(serde_json::json!({"submission_id": id, "status": "queued", "duplicate": true})))
 }
 
 /// The id of a submission: the same site, `webhook-id` and content always give the same id, so a
@@ -371,6 +386,19 @@ async fn accept(
         envelope::EnvelopeError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_submission", m),
     })?;
 
+    let received = OffsetDateTime::now_utc();
+    // Identity must survive a retry, so the time part comes only from the signed body: the
+    // submission time the site reports, or 0 ("undated") when it sends none.
+    let time_ms = env.submitted_at.map_or(0, |t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0));
+    let payload = env.payload();
+    let canonical = serde_json::to_vec(&payload)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let id = submission_id(&site, webhook_id, time_ms, &canonical);
+    // A retry of a submission this instance queued lately: SQS holds it already.
+    if s.recent.contains_key(&id) {
+        return Ok(already_queued(&tenant, &site, id));
+    }
+
     if let Err(not_until) = s.limiter.check_key(&tenant) {
         let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
         return Err(ApiError::new(
@@ -381,14 +409,6 @@ async fn accept(
         .retry_after(wait.as_secs_f64().ceil() as u64));
     }
 
-    let received = OffsetDateTime::now_utc();
-    // Identity must survive a retry, so the time part comes only from the signed body: the
-    // submission time the site reports, or 0 ("undated") when it sends none.
-    let time_ms = env.submitted_at.map_or(0, |t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0));
-    let payload = env.payload();
-    let canonical = serde_json::to_vec(&payload)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    let id = submission_id(&site, webhook_id, time_ms, &canonical);
     let message = QueueMessage::new(&resolved.tenant, site.clone(), env.form_id.clone(), id, received, payload);
     check_item_fits(&message, canonical.len())?;
     let body = serde_json::to_string(&message)
@@ -404,7 +424,18 @@ async fn accept(
         )
         .retry_after(2));
     }
-    match s.enqueuer.enqueue(body).await {
+    // Copies of one submission arriving together (a sender retrying while its first request
+    // still waits) share one send; only a queued id is remembered.
+    let sent_here = std::sync::atomic::AtomicBool::new(false);
+    let queued = s
+        .recent
+        .try_get_with(id, async {
+            sent_here.store(true, std::sync::atomic::Ordering::Relaxed);
+            s.enqueuer.enqueue(body).await
+        })
+        .await;
+    match queued.map_err(|e| (*e).clone()) {
+        Ok(()) if !sent_here.load(std::sync::atomic::Ordering::Relaxed) => Ok(already_queued(&tenant, &site, id)),
         Ok(()) => {
             tracing::info!(tenant = %tenant, site = %site, submission_id = %id, "submission queued");
             Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"submission_id": id, "status": "queued"}))))

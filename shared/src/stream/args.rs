@@ -31,6 +31,10 @@ pub struct StreamArgs {
     /// Idle back-off: longest wait (ms). Every GetRecords call is billed.
     #[arg(long, env = "STREAM_IDLE_MAX_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub idle_max_ms: u64,
+    /// A reader that has not come round its loop for this long (ms) is aborted and its lease let
+    /// go (see `ConsumerConfig::stall`).
+    #[arg(long, env = "STREAM_STALL_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
+    pub stall_ms: u64,
 }
 
 impl StreamArgs {
@@ -62,6 +66,7 @@ impl StreamArgs {
         c.batch_size = self.batch_size;
         c.idle_min = Duration::from_millis(self.idle_min_ms);
         c.idle_max = Duration::from_millis(self.idle_max_ms);
+        c.stall = Duration::from_millis(self.stall_ms);
         c
     }
 }

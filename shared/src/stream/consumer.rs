@@ -54,6 +54,12 @@ pub struct ConsumerConfig {
     /// time has passed, when the shard goes quiet, and when the reader stops. Keep it well under
     /// `failover`: a moving checkpoint is the lease's heartbeat.
     pub checkpoint_every: Duration,
+    /// A reader that has not come round its loop for this long is stuck (an await that never
+    /// ends): its task is aborted and its lease no longer renewed, so it lapses and is read
+    /// again from its checkpoint, by this worker or another, as after a crash. Without it, a
+    /// worker whose renewals go on while its reader hangs holds the shard for good. Keep it well
+    /// above the longest batch (the SDK's three attempts of 30 s and the processor's retries).
+    pub stall: Duration,
 }
 
 impl ConsumerConfig {
@@ -72,6 +78,7 @@ impl ConsumerConfig {
             linger: Duration::ZERO,
             read_every: Duration::from_secs(1),
             checkpoint_every: Duration::ZERO,
+            stall: Duration::from_secs(300),
         }
     }
 }
@@ -147,6 +154,8 @@ struct Held {
     task: JoinHandle<ReaderEnd>,
     /// When the reader last moved the checkpoint (see [`Heartbeat`]).
     beat: Arc<Heartbeat>,
+    /// When the reader last came round its loop (see [`ConsumerConfig::stall`]).
+    alive: Arc<Heartbeat>,
 }
 
 /// A moved checkpoint is a heartbeat: other workers judge a lease alive when its counter *or*
@@ -275,6 +284,18 @@ impl<S: StreamShards + Clone, P: BatchProcessor> Worker<S, P> {
         let me = self.me().to_owned();
         let mut lost = Vec::new();
         let window = self.shared.config.renew_every;
+        let stall = self.shared.config.stall;
+        let stuck: Vec<String> =
+            self.held.iter().filter(|(_, h)| !h.alive.within(stall)).map(|(s, _)| s.clone()).collect();
+        for shard in stuck {
+            // As if this reader had crashed: nothing more is checkpointed, and the lease lapses
+            // (or is retaken here, "ours on paper but not running"), read again from its checkpoint.
+            tracing::error!(shard = %shard, stall_s = stall.as_secs(), "a stream reader made no progress; aborting it and letting its lease go");
+            metrics::counter!("stream_readers_stuck_total", "group" => self.shared.config.group.clone()).increment(1);
+            if let Some(h) = self.held.remove(&shard) {
+                h.task.abort();
+            }
+        }
         for (shard, h) in &mut self.held {
             if h.beat.within(window) {
                 // Its checkpoint moved within the interval: that write was the heartbeat.
@@ -387,6 +408,8 @@ impl<S: StreamShards + Clone, P: BatchProcessor> Worker<S, P> {
                 tracing::info!(shard = %lease.shard, checkpoint = %lease.checkpoint.encode(), "lease taken");
                 let cancel = CancellationToken::new();
                 let beat = Arc::new(Heartbeat::new());
+                let alive = Arc::new(Heartbeat::new());
+                alive.beat();
                 // A lease that had an owner may have had records handled past its checkpoint
                 // (a deferred checkpoint that never landed); a free one was released after its
                 // owner wrote what it had deferred, or is new.
@@ -397,8 +420,9 @@ impl<S: StreamShards + Clone, P: BatchProcessor> Worker<S, P> {
                     inherited,
                     cancel.clone(),
                     beat.clone(),
+                    alive.clone(),
                 ));
-                self.held.insert(lease.shard.clone(), Held { lease, cancel, task, beat });
+                self.held.insert(lease.shard.clone(), Held { lease, cancel, task, beat, alive });
                 true
             }
             Err(e) => {
@@ -466,6 +490,7 @@ async fn read_shard<S: StreamShards, P: BatchProcessor>(
     inherited: bool,
     cancel: CancellationToken,
     beat: Arc<Heartbeat>,
+    alive: Arc<Heartbeat>,
 ) -> ReaderEnd {
     let c = &shared.config;
     let mut committer = Committer {
@@ -491,6 +516,7 @@ async fn read_shard<S: StreamShards, P: BatchProcessor>(
     // The stream-lag log line (a CloudWatch metric), at most one per reader every LAG_LOG_EVERY.
     let mut last_lag_log: Option<tokio::time::Instant> = None;
     loop {
+        alive.beat();
         if cancel.is_cancelled() {
             if let Some(seq) = deferred.take() {
                 if let Err(e) = committer.commit(Checkpoint::At(seq), Vec::new()).await {

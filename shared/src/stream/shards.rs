@@ -35,6 +35,10 @@ pub enum ShardError {
     ExpiredIterator,
     #[error("records were trimmed from the stream before they were read (data loss)")]
     Trimmed,
+    /// The table is missing, or has no stream: waiting will not change it (a setting or a
+    /// bootstrap will).
+    #[error("{0}")]
+    Missing(String),
     #[error("streams request failed: {0}")]
     Other(String),
 }
@@ -72,7 +76,7 @@ impl DynamoStreams {
             dynamodb.describe_table().table_name(table).send().await.map_err(
                 |e| match aws_sdk_dynamodb::Error::from(e) {
                     aws_sdk_dynamodb::Error::ResourceNotFoundException(_) => {
-                        ShardError::Other(format!("table {table} does not exist"))
+                        ShardError::Missing(format!("table {table} does not exist"))
                     }
                     other => ShardError::Other(other.to_string()),
                 },
@@ -80,7 +84,7 @@ impl DynamoStreams {
         let arn = out
             .table()
             .and_then(|t| t.latest_stream_arn())
-            .ok_or_else(|| ShardError::Other(format!("table {table} has no stream")))?;
+            .ok_or_else(|| ShardError::Missing(format!("table {table} has no stream")))?;
         Ok(Self { client: streams, stream_arn: arn.to_owned() })
     }
 
@@ -93,7 +97,7 @@ impl DynamoStreams {
     ) -> Result<Self, ShardError> {
         crate::retry::at_startup(
             &format!("the stream of table {table}"),
-            |e: &ShardError| !matches!(e, ShardError::Other(m) if m.starts_with(&format!("table {table} "))),
+            |e: &ShardError| !matches!(e, ShardError::Missing(_)),
             || Self::for_table(dynamodb, streams.clone(), table),
         )
         .await

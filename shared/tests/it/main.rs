@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod aws_requests;
+mod dead_letters;
 mod destinations;
 mod migration;
 mod recommend;

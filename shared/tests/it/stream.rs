@@ -20,6 +20,8 @@ struct Recorder {
     log: Mutex<Vec<(String, String)>>,
     /// Workers that are "frozen": their processor never returns.
     frozen: Mutex<Vec<String>>,
+    /// Workers whose next batch never returns (once): a request left unanswered.
+    hang_once: Mutex<Vec<String>>,
     delay: Duration,
     batches: std::sync::atomic::AtomicUsize,
     /// The most records handed over in one batch.
@@ -32,6 +34,15 @@ impl BatchProcessor for Recorder {
     async fn process(&self, records: &[Change], committer: &mut Committer<'_>) -> Result<(), ProcessError> {
         let me = committer.owner().to_owned();
         if self.frozen.lock().unwrap().contains(&me) {
+            std::future::pending::<()>().await;
+        }
+        let hang = {
+            let mut once = self.hang_once.lock().unwrap();
+            let hang = once.contains(&me);
+            once.retain(|w| *w != me);
+            hang
+        };
+        if hang {
             std::future::pending::<()>().await;
         }
         tokio::time::sleep(self.delay).await;
@@ -239,6 +250,31 @@ async fn two_live_workers_split_the_shards_and_a_dead_ones_leases_are_taken_over
     t2.cancel();
     // Released at shutdown, so the next worker starts at once.
     assert!(table.list().await.unwrap().iter().all(|l| l.owner.is_none()));
+}
+
+/// A reader whose batch never returns while its worker lives on (renewing its leases) is
+/// aborted once it has made no progress for `stall`: the lease lapses, the shard is read again
+/// from the checkpoint, and every record is handled. Without it, the shard is held for good.
+#[tokio::test]
+async fn a_reader_stuck_in_a_batch_is_aborted_and_its_shard_read_again() {
+    let stream = FakeStream::new();
+    stream.add_shard("only", None);
+    let table = leases().await;
+    let p = Arc::new(Recorder::default());
+    p.hang_once.lock().unwrap().push("w1".into());
+    let mut config = fast("test", "w1");
+    config.stall = Duration::from_secs(2);
+    let (token, h) = start(&stream, &table, &p, config);
+    let added: Vec<String> = (0..3).map(|_| stream.push("only", change())).collect();
+    until("every record, after the stuck batch", 60, || {
+        let seqs = p.seqs();
+        added.iter().all(|s| seqs.contains(s))
+    })
+    .await;
+    assert!(p.hang_once.lock().unwrap().is_empty(), "the first batch hung");
+    assert_eq!(p.seqs().len(), 3, "the stuck batch handled nothing: {:?}", p.seqs());
+    token.cancel();
+    h.await.unwrap();
 }
 
 #[tokio::test]

@@ -63,6 +63,8 @@ async fn a_signed_submission_reaches_dynamodb_once_even_when_retried() {
     let retry = app.post_signed(&secret, "msg_001", &body).await;
     assert_eq!(retry.status, 202);
     assert_eq!(retry.body["submission_id"].as_str().unwrap(), id, "a retry must keep its submission id");
+    assert_eq!(retry.body["duplicate"], true, "{:?}", retry.body);
+    assert!(first.body.get("duplicate").is_none(), "{:?}", first.body);
 
     // A sender that sends no submitted_at is deduplicated all the same.
     let mut undated = body.clone();
@@ -72,13 +74,35 @@ async fn a_signed_submission_reaches_dynamodb_once_even_when_retried() {
     let u2 = app.post_signed(&secret, "msg_002", &undated).await;
     assert_eq!((u1.status, u2.status), (202, 202));
     assert_eq!(u1.body["submission_id"], u2.body["submission_id"], "an undated retry must keep its submission id");
+    // The instance remembers what it queued: a retry adds no second SQS message.
+    assert_eq!(stack.queued().await, 2);
+
+    // Copies arriving together (a sender retrying while its first request still waits) share
+    // one send: all are answered 202 with one id, one of them as the sender of the message.
+    let copies = futures::future::join_all((0..4).map(|_| app.post_signed(&secret, "msg_003", &body))).await;
+    assert!(copies.iter().all(|c| c.status == 202), "{:?}", copies.iter().map(|c| &c.body).collect::<Vec<_>>());
+    assert!(copies.iter().all(|c| c.body["submission_id"] == copies[0].body["submission_id"]));
+    assert_eq!(copies.iter().filter(|c| c.body.get("duplicate").is_none()).count(), 1);
+    assert_eq!(stack.queued().await, 3);
+
+    // Another instance (or this one restarted) does not know it: its copy is queued again, and
+    // the persister stores it once all the same.
+    let other = stack.start(stack.config()).await;
+    let elsewhere = other.post_signed(&secret, "msg_001", &body).await;
+    assert_eq!(elsewhere.status, 202);
+    assert_eq!(elsewhere.body["submission_id"].as_str().unwrap(), id);
     assert_eq!(stack.queued().await, 4);
+    other.token.cancel();
 
     persist_everything(&stack).await;
 
     let mut ids: Vec<String> = stored_ids(&stack, "acme").await.iter().map(ToString::to_string).collect();
     ids.sort();
-    let mut want = vec![id.clone(), u1.body["submission_id"].as_str().unwrap().to_owned()];
+    let mut want = vec![
+        id.clone(),
+        u1.body["submission_id"].as_str().unwrap().to_owned(),
+        copies[0].body["submission_id"].as_str().unwrap().to_owned(),
+    ];
     want.sort();
     assert_eq!(ids, want, "exactly one stored submission per webhook-id");
     let t = TenantId::parse("acme").unwrap();
