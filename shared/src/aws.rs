@@ -27,10 +27,9 @@ use aws_smithy_types::config_bag::ConfigBag;
 
 /// The longest one request attempt may take: above SQS's longest long poll (20 s) and a hung
 /// engine's pause, far above any answer AWS gives. The SDK's default has no limit on waiting
-/// for an answer, so a request the engine never answered on a live connection held its task for
-/// good: in the chaos run a delivery process kept renewing its stream lease while its reader
-/// waited, and fan-out stopped for 130 s, until that process was killed. Now the attempt fails,
-/// and the SDK's retries and ours take over.
+/// for an answer, so a request the engine never answered on a live connection would hold its
+/// task for good (and a stream reader's lease with it). Now the attempt fails, and the SDK's
+/// retries and ours take over.
 pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Timeouts for every client: 3 s to connect (the SDK's default), [`ATTEMPT_TIMEOUT`] per
