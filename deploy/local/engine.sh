@@ -8,14 +8,26 @@ VENV="$ROOT/.venv"
 STATE="$ROOT/.local"
 
 ensure_engine_installed() {
-  if [ -x "$VENV/bin/moto_server" ] && [ -f "$VENV/.moto-$MOTO_VERSION" ]; then
-    return 0
+  if ! [ -x "$VENV/bin/moto_server" ] || ! [ -f "$VENV/.moto-$MOTO_VERSION" ]; then
+    echo "==> installing moto[server]==$MOTO_VERSION into $VENV (first run only)" >&2
+    command -v python3 >/dev/null || { echo "python3 is required" >&2; return 1; }
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    touch "$VENV/.moto-$MOTO_VERSION"
   fi
-  echo "==> installing moto[server]==$MOTO_VERSION into $VENV (first run only)" >&2
-  command -v python3 >/dev/null || { echo "python3 is required" >&2; return 1; }
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
-  touch "$VENV/.moto-$MOTO_VERSION"
+  ensure_engine_patched
+}
+
+# ensure_engine_patched: our fixes to moto (deploy/local/formbridge_moto_patches.py), imported
+# by every Python of the virtualenv through a .pth file, so each way of starting the engine
+# (this script, the chaos run, the tests) gets them. Copied again whenever the file changed.
+ensure_engine_patched() {
+  local site
+  site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || return 1
+  if ! cmp -s "$ROOT/deploy/local/formbridge_moto_patches.py" "$site/formbridge_moto_patches.py"; then
+    cp "$ROOT/deploy/local/formbridge_moto_patches.py" "$site/formbridge_moto_patches.py"
+  fi
+  [ -f "$site/formbridge_moto_patches.pth" ] || echo "import formbridge_moto_patches" >"$site/formbridge_moto_patches.pth"
 }
 
 free_port() {

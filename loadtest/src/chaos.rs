@@ -610,8 +610,13 @@ pub struct ChaosReport {
     pub lost: usize,
     /// Stored but never delivered at the end: must be 0.
     pub undelivered: usize,
-    /// Up to 20 of them, each with its deliveries' status, record and attempts.
+    /// Up to 20 of them, each with its deliveries' status, record and attempts, and the
+    /// stream's records naming it.
     pub undelivered_detail: Vec<serde_json::Value>,
+    /// Records in the table's stream at the end, and how many of them had a sequence number not
+    /// above the one before (0 on DynamoDB; see `deploy/local/formbridge_moto_patches.py`).
+    pub stream_records: usize,
+    pub stream_out_of_order: usize,
     pub given_up_by_senders: u64,
     /// Deliveries beyond the first of a submission, each with the same webhook-id.
     pub duplicate_deliveries: u64,
@@ -657,6 +662,10 @@ impl ChaosReport {
         line("submissions under two webhook-ids", self.submissions_with_two_ids.to_string());
         line("stored without a 2xx answer", self.stored_without_2xx.to_string());
         line("metrics equal to stored, per tenant", format!("{}", self.metrics_exact));
+        line(
+            "stream records out of order",
+            format!("{} of {} (the engine's numbering)", self.stream_out_of_order, self.stream_records),
+        );
         for (k, (s, m)) in &self.metrics_vs_stored {
             line(&format!("  {k}"), format!("stored {s}, counted {m}"));
         }
@@ -1214,6 +1223,19 @@ pub async fn chaos(args: &ChaosArgs) -> Result<ChaosReport, ChaosError> {
         let delivered = received.lock().unwrap_or_else(|e| e.into_inner()).by_submission.keys().cloned().collect();
         undelivered_histories(&store, &stored, &delivered, 20).await
     };
+    // The whole stream, read once more: what it holds for each undelivered submission (one the
+    // fan-out never saw is missing from it or was skipped), and whether the engine numbered its
+    // records as DynamoDB does.
+    let scan = {
+        let ids: Vec<String> =
+            undelivered_detail.iter().filter_map(|d| d["submission_id"].as_str().map(str::to_owned)).collect();
+        scan_stream(&aws, &names.table, &ids).await
+    };
+    let mut undelivered_detail = undelivered_detail;
+    for d in &mut undelivered_detail {
+        let id = d["submission_id"].as_str().unwrap_or_default().to_owned();
+        d["stream_records"] = scan.naming.get(&id).cloned().unwrap_or_default().into();
+    }
 
     // Stop everything.
     stop.cancel();
@@ -1282,6 +1304,8 @@ pub async fn chaos(args: &ChaosArgs) -> Result<ChaosReport, ChaosError> {
         lost,
         undelivered,
         undelivered_detail,
+        stream_records: scan.records,
+        stream_out_of_order: scan.out_of_order,
         given_up_by_senders: s.given_up,
         duplicate_deliveries: r.webhook_ids.values().map(|n| n.saturating_sub(1)).sum(),
         submissions_with_two_ids: r.by_submission.values().filter(|ids| ids.len() > 1).count(),
@@ -1300,7 +1324,7 @@ pub async fn chaos(args: &ChaosArgs) -> Result<ChaosReport, ChaosError> {
         converged_last: last_name,
         bounds,
         timeline,
-        ok: lost == 0 && undelivered == 0 && metrics_exact && converged && r.unverified == 0,
+        ok: lost == 0 && undelivered == 0 && metrics_exact && converged && r.unverified == 0 && scan.out_of_order == 0,
     };
     std::fs::write(&args.report, serde_json::to_vec_pretty(&report).expect("serialises"))?;
     Ok(report)
@@ -1325,6 +1349,59 @@ async fn undelivered_histories(
         }
         .await;
         out.push(serde_json::json!({ "tenant": tenant, "submission_id": id, "deliveries": history }));
+    }
+    out
+}
+
+#[derive(Debug, Default)]
+struct StreamScan {
+    /// Per id: "sequence kind entity keys" of every record whose image has a key naming it.
+    naming: HashMap<String, Vec<String>>,
+    records: usize,
+    /// Records whose sequence number is not above the one before it in its shard.
+    out_of_order: usize,
+}
+
+/// Reads the table's stream from each shard's start (see [`StreamScan`]).
+async fn scan_stream(aws: &AwsClients, table: &str, ids: &[String]) -> StreamScan {
+    use formbridge_shared::stream::record::padded_seq;
+    use formbridge_shared::stream::{DynamoStreams, Position, StreamShards};
+    let mut out = StreamScan::default();
+    let Ok(streams) = DynamoStreams::for_table(&aws.dynamodb, aws.streams.clone(), table).await else { return out };
+    let Ok(shards) = streams.shards().await else { return out };
+    for shard in shards {
+        let Ok(mut it) = streams.iterator(&shard.id, &Position::TrimHorizon).await else { continue };
+        let mut last: Option<String> = None;
+        loop {
+            let Ok(page) = streams.records(&it, 1000).await else { break };
+            let empty = page.records.is_empty();
+            for c in &page.records {
+                out.records += 1;
+                let seq = padded_seq(&c.seq);
+                if last.as_ref().is_some_and(|l| *l >= seq) {
+                    out.out_of_order += 1;
+                }
+                last = Some(seq);
+                let keys = [c.new.as_ref(), c.old.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|i| ["PK", "SK"].into_iter().filter_map(|k| i.get(k)?.as_s().ok().cloned()))
+                    .collect::<Vec<_>>();
+                for id in ids.iter().filter(|id| keys.iter().any(|k| k.contains(id.as_str()))) {
+                    out.naming.entry(id.clone()).or_default().push(format!(
+                        "{} {:?} {:?} {}",
+                        c.seq,
+                        c.kind,
+                        c.entity,
+                        keys.join(" ")
+                    ));
+                }
+            }
+            match page.next {
+                Some(next) if !empty => it = next,
+                _ => break,
+            }
+        }
     }
     out
 }

@@ -243,10 +243,17 @@ impl Destination {
         }
     }
 
-    /// Whether a submission of `form` from `site` goes here.
+    /// Whether a submission of `form` from `site` goes here now: enabled and matching.
     pub fn wants(&self, form: &FormId, site: &str) -> bool {
-        self.enabled
-            && (self.forms.is_empty() || self.forms.contains(form))
+        self.enabled && self.matches(form, site)
+    }
+
+    /// Whether a submission of `form` from `site` is this destination's, enabled or not. The
+    /// fan-out gives each matching destination a delivery: a disabled one's fails at once as
+    /// `destination_disabled`, without a send, and waits on the failed worklist for a replay
+    /// once it is enabled again (a destination disabled by a 410 loses nothing meanwhile).
+    pub fn matches(&self, form: &FormId, site: &str) -> bool {
+        (self.forms.is_empty() || self.forms.contains(form))
             && (self.sites.is_empty() || self.sites.iter().any(|s| s.as_str() == site))
     }
 
@@ -717,6 +724,7 @@ mod tests {
         d.forms.clear();
         d.enabled = false;
         assert!(!d.wants(&contact, "a.example.com"));
+        assert!(d.matches(&contact, "a.example.com"), "a disabled destination still matches");
         assert_eq!(
             Destination::from_item(&{
                 let mut e = d.clone();

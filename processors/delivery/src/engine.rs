@@ -695,7 +695,12 @@ impl Engine {
         if let Some(reason) = rec.reason {
             events::DeliveryFailed { reason }.emit();
         }
-        self.bus.delivery_failed(rec, at_ms).await;
+        // Every submission reaching a disabled destination fails this way; its one
+        // `DestinationDisabled` event (or the operator's own change) already said so, and a bus
+        // event per submission would only flood the tenant's rules.
+        if rec.reason != Some(FailureReason::DestinationDisabled) {
+            self.bus.delivery_failed(rec, at_ms).await;
+        }
     }
 
     /// Fails a delivery without sending (destination gone or disabled, submission expired, its
@@ -795,8 +800,9 @@ impl Engine {
         }
     }
 
-    /// The first-attempt messages of a new submission (the stream's fan-out): one per enabled
-    /// destination that wants it, each carrying the stored submission when it fits. The
+    /// The first-attempt messages of a new submission (the stream's fan-out): one per matching
+    /// destination, enabled or not (a disabled one's delivery is failed by the worker without a
+    /// send, and kept for replay), each carrying the stored submission when it fits. The
     /// destination list is read fresh when the cached one is older than the submission.
     pub async fn fan_out(
         &self,
@@ -817,7 +823,7 @@ impl Engine {
         Ok(dests
             .list
             .iter()
-            .filter(|d| form.as_ref().is_some_and(|f| d.wants(f, site)))
+            .filter(|d| form.as_ref().is_some_and(|f| d.matches(f, site)))
             .map(|d| DeliveryMessage {
                 v: VERSION,
                 tenant: tenant.clone(),

@@ -1,6 +1,7 @@
 //! The stream half: a consumer group on the `FormBridgeData` stream. Each new submission (an
 //! INSERT, never a rewrite) gets a message on the delivery queue for its first attempt to each
-//! matching enabled destination, carrying the stored submission when it fits. Nothing is written
+//! matching destination (a disabled one's is failed by the worker without a send, so a replay
+//! after re-enabling it recovers the gap), carrying the stored submission when it fits. Nothing is written
 //! to the table here: a delivery's record is written once, when its first attempt ends. The
 //! checkpoint moves only after the messages are queued; the sending happens off the stream, so a
 //! slow destination never holds a shard.
@@ -81,6 +82,7 @@ impl FanOut {
             }
         }
         self.engine.refresh_destinations(&wanted).await.map_err(failed)?;
+        tracing::debug!(records = records.len(), tenants = wanted.len(), "destination lists current");
         let mut messages = Vec::new();
         for c in records {
             let (Entity::Submission { tenant, shard, id }, ChangeKind::Insert, Some(new)) = (&c.entity, c.kind, &c.new)
@@ -99,6 +101,7 @@ impl FanOut {
             .into_iter()
             .map(|(body, due)| Outgoing::new(body).due(due, now))
             .collect();
+        tracing::debug!(deliveries = messages.len(), packs = outgoing.len(), "queueing first attempts");
         self.engine.queue.send_all(&outgoing).await.map_err(|e| ProcessError::Failed(e.to_string()))?;
         metrics::counter!("delivery_messages_enqueued_total").increment(messages.len() as u64);
         metrics::counter!("delivery_queue_messages_sent_total").increment(outgoing.len() as u64);

@@ -81,7 +81,7 @@ pub fn assemble(items: &[Item], destinations: &[Destination]) -> Result<Submissi
     if let Some(sub) = &submission {
         let form = FormId::parse(&sub.form_id).ok();
         for d in destinations {
-            let matches = form.as_ref().is_some_and(|f| d.wants(f, &sub.site)) && existed_at(d, &sub.received_at);
+            let matches = form.as_ref().is_some_and(|f| d.matches(f, &sub.site)) && existed_at(d, &sub.received_at);
             if matches && !deliveries.iter().any(|h| h.destination == d.id) {
                 deliveries.push(DeliveryHistory {
                     destination: d.id,

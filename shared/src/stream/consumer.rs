@@ -578,6 +578,7 @@ async fn read_shard<S: StreamShards, P: BatchProcessor>(
             }
         };
         let read = page.records.len();
+        tracing::trace!(shard, read, gathered = gathered.len(), end = page.next.is_none(), "records read");
         if read > 0 {
             metrics::counter!("stream_records_total", "group" => c.group.clone()).increment(read as u64);
             gathered.extend(page.records);
@@ -589,6 +590,7 @@ async fn read_shard<S: StreamShards, P: BatchProcessor>(
             || since_last.is_none_or(|d| d >= c.linger);
         if let (Some(last), true) = (gathered.last().map(|r| r.seq.clone()), due) {
             let commits = committer.commits;
+            tracing::debug!(shard, records = gathered.len(), first = %gathered[0].seq, %last, "handing a batch over");
             let handled = match shared.processor.process(&gathered, &mut committer).await {
                 Ok(()) if *committer.checkpoint() == Checkpoint::At(last.clone()) => Ok(()),
                 Ok(()) if last_commit.elapsed() < c.checkpoint_every && page.next.is_some() => {
@@ -599,6 +601,7 @@ async fn read_shard<S: StreamShards, P: BatchProcessor>(
                 Err(e) => Err(e),
             };
             let committed = committer.commits != commits;
+            tracing::debug!(shard, ok = handled.is_ok(), committed, deferred = deferred.is_some(), "batch handled");
             if committed {
                 deferred = None;
                 last_commit = tokio::time::Instant::now();

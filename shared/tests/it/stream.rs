@@ -616,3 +616,110 @@ async fn the_real_stream_is_read_and_resumed_from_the_checkpoint() {
     assert_eq!(p.seqs().len(), 8, "records before the checkpoint were handled again");
     assert_eq!(p.by("w2"), 3);
 }
+
+/// The local engine under concurrent writes: a cancelled transaction (a destination update
+/// refused by its version condition) must lose no other write, leave open stream iterators
+/// reading, and keep sequence numbers unique and increasing, as DynamoDB does. Unpatched moto
+/// restores a deep copy of the table on a cancelled transaction, which drops writes made
+/// meanwhile and strands every iterator on the replaced stream (see
+/// `deploy/local/formbridge_moto_patches.py`).
+#[tokio::test]
+async fn a_cancelled_transaction_loses_no_concurrent_write_and_strands_no_stream_reader() {
+    use aws_sdk_dynamodb::types::{AttributeValue as Av, Put, TransactWriteItem};
+    use formbridge_shared::stream::{Position, StreamShards};
+
+    let (aws, names, _) = fresh_stack().await;
+    let stream = DynamoStreams::for_table(&aws.dynamodb, aws.streams.clone(), &names.table).await.unwrap();
+    let shard = stream.shards().await.unwrap().remove(0).id;
+    let mut it = stream.iterator(&shard, &Position::TrimHorizon).await.unwrap();
+    let put = |sk: String| {
+        aws.dynamodb
+            .put_item()
+            .table_name(&names.table)
+            .item("PK", Av::S("TENANT#tx".into()))
+            .item("SK", Av::S(sk))
+            .send()
+    };
+    put("DEST#anchor".into()).await.unwrap();
+
+    // 8 writers of 25 items each, while 5 transactions are cancelled by their condition.
+    let writers: Vec<_> = (0..8)
+        .map(|w| async move {
+            for i in 0..25 {
+                put(format!("DEST#w{w}-{i:02}")).await.unwrap();
+            }
+        })
+        .collect();
+    let cancelled = async {
+        for t in 0..5 {
+            let item = |sk: String| HashMap::from([("PK".into(), Av::S("TENANT#tx".into())), ("SK".into(), Av::S(sk))]);
+            let r = aws
+                .dynamodb
+                .transact_write_items()
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .put(
+                            Put::builder()
+                                .table_name(&names.table)
+                                .set_item(Some(item(format!("DEST#rolled-back-{t}"))))
+                                .build()
+                                .unwrap(),
+                        )
+                        .build(),
+                )
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .put(
+                            Put::builder()
+                                .table_name(&names.table)
+                                .set_item(Some(item("DEST#anchor".into())))
+                                .condition_expression("attribute_not_exists(PK)")
+                                .build()
+                                .unwrap(),
+                        )
+                        .build(),
+                )
+                .send()
+                .await;
+            assert!(r.is_err(), "the transaction's condition holds: it must be cancelled");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    };
+    tokio::join!(futures::future::join_all(writers), cancelled);
+    put("DEST#last".into()).await.unwrap();
+
+    // Every write is stored.
+    let stored = aws
+        .dynamodb
+        .query()
+        .table_name(&names.table)
+        .key_condition_expression("PK = :pk")
+        .expression_attribute_values(":pk", Av::S("TENANT#tx".into()))
+        .select(aws_sdk_dynamodb::types::Select::Count)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.count, 202, "writes made during a cancelled transaction were lost");
+
+    // The iterator taken before it all reads every INSERT once, in increasing order, and no
+    // record of a cancelled transaction.
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.iter().any(|(_, sk)| sk == "DEST#last") {
+        assert!(
+            Instant::now() < deadline,
+            "an iterator opened before the transactions stopped reading after {} records",
+            seen.len()
+        );
+        let page = stream.records(&it, 1000).await.unwrap();
+        for c in &page.records {
+            let sk = c.new.as_ref().and_then(|n| n.get("SK")).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            seen.push((c.seq.clone(), sk));
+        }
+        it = page.next.expect("an open shard");
+    }
+    assert_eq!(seen.len(), 202, "{seen:?}");
+    assert!(!seen.iter().any(|(_, sk)| sk.contains("rolled-back")), "a cancelled write reached the stream");
+    let seqs: Vec<String> = seen.iter().map(|(s, _)| formbridge_shared::stream::record::padded_seq(s)).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "sequence numbers repeat or go back");
+}

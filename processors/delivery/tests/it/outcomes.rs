@@ -85,7 +85,7 @@ async fn two_500s_then_200_succeeds_on_the_third_attempt() {
 }
 
 #[tokio::test]
-async fn a_410_disables_the_destination_with_an_event() {
+async fn a_410_disables_the_destination_with_an_event_and_later_deliveries_wait_for_a_replay() {
     let stack = Stack::new("gone").await;
     let rx = Receiver::start(None, always(410)).await;
     let (dest, _) = stack.destination(&rx.url, fast_policy(&[1, 1]), 5_000).await;
@@ -97,10 +97,13 @@ async fn a_410_disables_the_destination_with_an_event() {
     assert_eq!(d.attempts.len(), 1, "410 is not retried");
     assert!(!stack.destination_enabled(&dest).await, "410 disables the destination");
 
-    // Later submissions are not fanned out to a disabled destination.
+    // A later submission is not sent to the disabled destination, but its delivery is recorded
+    // as failed (`destination_disabled`), on the worklist a replay reads once it is enabled.
     let later = stack.submit(1).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(stack.history(&later[0]).await.is_empty());
+    let all = stack.wait_for(&later, LIMIT, all_are(Status::Failed)).await;
+    let d = &all[&later[0]][0];
+    assert_eq!(d.record.as_ref().unwrap().reason, Some(FailureReason::DestinationDisabled));
+    assert!(d.attempts.is_empty(), "nothing is sent to a disabled destination");
     assert_eq!(rx.received().len(), 1);
 
     let events = stack.events().await;
