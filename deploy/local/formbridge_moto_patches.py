@@ -70,7 +70,13 @@ def _patch(models):
 
     def transact_write_items(self, transact_items, *args, **kwargs):
         with _lock:
-            names = {next(iter(op.values())).get("TableName") for op in transact_items}
+            names = {
+                inner.get("TableName")
+                for op in transact_items
+                if isinstance(op, dict)
+                for inner in op.values()
+                if isinstance(inner, dict)
+            }
             before = {
                 n: (self.tables[n], len(self.tables[n].stream_shard.items))
                 for n in names
